@@ -1,0 +1,273 @@
+"""``Vidax``: the facade a program or the HTTP app holds.
+
+>>> from vidax_core import Vidax, load_settings
+>>> vx = Vidax(load_settings())                        # doctest: +SKIP
+>>> created = vx.create_run({"inputs": {...}})          # doctest: +SKIP
+>>> vx.start_run(created["run_id"])                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from .config import Settings
+from .converters import converter
+from .errors import InputNotFound
+from .errors import OutputWriteFailed
+from .errors import RunInProgress
+from .errors import VidaxError
+from .executor import Executor
+from .executor import InlineExecutor
+from .executor import ThreadPoolExecutor
+from .locks import FileRunLocks
+from .locks import RunLocks
+from .media import check_audio
+from .models import ErrorInfo
+from .models import Manifest
+from .models import PhaseState
+from .phases import ValidationContext
+from .plugins import Registry
+from .plugins import get_plugin_manager
+from .runner import Runner
+from .schema import load_schema
+from .store import RunStore
+from .store import utcnow
+from .urls import is_url
+from .validation import validate_job
+
+log = logging.getLogger("vidax")
+
+ExecutorFactory = Callable[[Callable[[str], None]], Executor]
+
+
+class Vidax:
+    """One VIDAX instance: settings, plugins, the run store, the runner and an executor.
+
+    :param settings: see :func:`vidax_core.config.load_settings`.
+    :param plugin_manager: defaults to :func:`vidax_core.plugins.get_plugin_manager`.
+    :param executor: a factory taking the function that executes one run id; default: a thread pool of
+        ``settings.executor_threads``. ``"inline"`` runs each run inside ``start_run``.
+    :param locks: run ownership; default: file locks in the runs folder.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        plugin_manager: pluggy.PluginManager | None = None,
+        executor: ExecutorFactory | str | None = None,
+        locks: RunLocks | None = None,
+        clock: Callable[[], Any] = utcnow,
+    ):
+        self.settings = settings
+        self.pm = plugin_manager or get_plugin_manager()
+        self.registry = Registry.build(self.pm)
+        self.store = RunStore(settings.runs_dir, clock=clock)
+        self.locks = locks or FileRunLocks(self.store.runs_dir)
+        self.runner = Runner(self.store, self.registry, settings)
+        if executor == "inline":
+            self.executor: Executor = InlineExecutor(self._execute)
+        elif callable(executor):
+            self.executor = executor(self._execute)
+        else:
+            self.executor = ThreadPoolExecutor(self._execute, threads=settings.executor_threads)
+
+    # ---------------------------------------------------------------- jobs
+
+    def job_schema(self) -> dict[str, Any]:
+        """The job JSON Schema (``docs/job.schema.json``)."""
+        return load_schema("job")
+
+    def validate(self, raw: Any):
+        """Validate a job as sent; returns the normalized :class:`~vidax_core.models.Job` or raises."""
+        return validate_job(raw, ValidationContext(settings=self.settings, registry=self.registry))
+
+    def create_run(self, raw: Any) -> dict[str, Any]:
+        """Validate ``raw`` and create its run (``queued``).
+
+        :raises ValidationError: 400, every problem listed.
+        :raises UnsupportedFormat: 415, the audio.
+        """
+        job = self.validate(raw)
+        phases = []
+        for name, phase in self.registry.pipeline():
+            enabled = phase.enabled(job) if phase is not None else job.section_enabled(name)
+            state = PhaseState(status="queued" if enabled else "skipped")
+            if name == "lipsync":
+                state.provider = job.lipsync.provider if job.lipsync.enable else None
+            phases.append((name, state))
+        manifest = self.store.create(job, phases)
+        log.info("run %s created", manifest.run_id)
+        return {"run_id": manifest.run_id, "status": manifest.run_status,
+                "manifest": str(Path(manifest.workdir) / "manifest.json"), "workdir": manifest.workdir}
+
+    def start_run(self, run_id: str) -> dict[str, Any]:
+        """Check and start (or resume) a run, and hand it to the executor.
+
+        :raises RunNotFound: 404.
+        :raises RunInProgress: 409, the run is running here or in another process.
+        :raises OutputWriteFailed: 409, ``final.mp4`` exists.
+        :raises VidaxError: whatever a phase's preflight refuses with (assets, ComfyUI, the audio).
+        """
+        self.store.require(run_id)
+        if not self.locks.acquire(run_id):
+            raise RunInProgress(f"run {run_id} is running")
+        try:
+            manifest = self.store.load_manifest(run_id)
+            if manifest.run_status == "running":  # we hold the lock, so its former owner is gone
+                manifest = self._mark_interrupted(manifest)
+            if self.store.final_path(run_id).exists():
+                raise OutputWriteFailed(f"run {run_id} has a final.mp4 already; it is not overwritten")
+            self._preflight(manifest)
+            resumed = manifest.attempt > 0
+            manifest.attempt += 1
+            manifest.resumed = manifest.resumed or resumed
+            manifest.run_status = "running"
+            manifest.exit_status = None
+            manifest.error = None
+            manifest.outputs["final"] = None
+            for state in manifest.phases.values():
+                if state.status not in ("completed", "skipped"):
+                    state.status, state.started_at, state.finished_at, state.error = "queued", None, None, None
+            self.store.save_manifest(manifest)
+            self.store.emit(run_id, "run.started", data={"attempt": manifest.attempt})
+            if resumed:
+                kept = [n for n, s in manifest.phases.items() if s.status == "completed"]
+                self.store.emit(run_id, "run.resumed", message="phases completed before are kept",
+                                data={"kept": kept})
+        except BaseException:
+            self.locks.release(run_id)
+            raise
+        try:
+            self.executor.submit(run_id)
+        except Exception as exc:
+            log.exception("run %s: the executor refused it", run_id)
+            self._fail_run(run_id, ErrorInfo("INTERNAL_ERROR", f"the executor refused the run: {exc}"))
+            self.locks.release(run_id)
+            raise VidaxError("the run could not be handed to the executor") from None
+        return {"ok": True, "run_id": run_id, "run_status": "running"}
+
+    def _preflight(self, manifest: Manifest) -> None:
+        job = manifest.job
+        if not is_url(job.inputs.audio):
+            if not Path(job.inputs.audio).is_file() and manifest.phases["prepare"].status != "completed":
+                raise InputNotFound(f"inputs.audio: {job.inputs.audio} no longer exists")
+            if Path(job.inputs.audio).is_file():
+                check_audio(job.inputs.audio)
+        for name, phase in self.registry.pipeline():
+            state = manifest.phases.get(name)
+            if phase is None or state is None or state.status in ("completed", "skipped"):
+                continue
+            if phase.enabled(job):
+                phase.preflight(self.runner.context(manifest, name))
+
+    def _execute(self, run_id: str) -> None:
+        """Execute one run (the executor calls this); the caller of start_run holds its lock."""
+        try:
+            self.runner.run(run_id)
+        except Exception as exc:
+            log.exception("run %s failed with an internal error", run_id)
+            self._fail_run(run_id, ErrorInfo("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"))
+        finally:
+            self.locks.release(run_id)
+
+    def _fail_run(self, run_id: str, error: ErrorInfo) -> None:
+        try:
+            manifest = self.store.load_manifest(run_id)
+            for state in manifest.phases.values():
+                if state.status == "running":
+                    state.status, state.error, state.finished_at = "failed", error, self.store.now()
+            manifest.run_status, manifest.exit_status, manifest.error = "failed", "failed", error
+            self.store.save_manifest(manifest)
+            self.store.emit(run_id, "run.failed", message=error.message, data={"code": error.code})
+        except Exception:
+            log.exception("run %s: could not record its failure", run_id)
+
+    # ---------------------------------------------------------------- reading
+
+    def status(self, run_id: str) -> dict[str, Any]:
+        """The run's status as ``GET /jobs/{id}`` shows it."""
+        manifest = self._load_checked(run_id)
+        phases = {}
+        for name, state in manifest.phases.items():
+            phases[name] = converter.unstructure(state)
+        final = manifest.outputs.get("final")
+        return {
+            "ok": True,
+            "run_id": manifest.run_id,
+            "run_status": manifest.run_status,
+            "exit_status": manifest.exit_status,
+            "phases": phases,
+            "manifest": str(Path(manifest.workdir) / "manifest.json"),
+            "workdir": manifest.workdir,
+            "final": final if final and Path(final).is_file() else None,
+            "error": converter.unstructure(manifest.error),
+            "attempt": manifest.attempt,
+            "resumed": manifest.resumed,
+            "created_at": manifest.created_at,
+            "updated_at": manifest.updated_at,
+        }
+
+    def manifest_path(self, run_id: str) -> Path:
+        self._load_checked(run_id)
+        return self.store.manifest_path(run_id)
+
+    def logs_path(self, run_id: str) -> Path:
+        return self.store.events_path(run_id)
+
+    def _load_checked(self, run_id: str) -> Manifest:
+        """Load a manifest; a ``running`` run whose owner is gone is marked interrupted first."""
+        manifest = self.store.load_manifest(run_id)
+        if manifest.run_status == "running" and not self.locks.held_here(run_id):
+            if self.locks.acquire(run_id):
+                try:
+                    manifest = self.store.load_manifest(run_id)
+                    if manifest.run_status == "running":
+                        manifest = self._mark_interrupted(manifest)
+                finally:
+                    self.locks.release(run_id)
+        return manifest
+
+    def _mark_interrupted(self, manifest: Manifest) -> Manifest:
+        """Record that the process running ``manifest``'s run died (the caller holds the run's lock)."""
+        error = ErrorInfo("RUN_INTERRUPTED", "the process running this run ended before the run did; "
+                                             "start the run again to resume it")
+        for state in manifest.phases.values():
+            if state.status == "running":
+                state.status, state.error, state.finished_at = "failed", error, self.store.now()
+        manifest.run_status, manifest.exit_status, manifest.error = "failed", "failed", error
+        self.store.save_manifest(manifest)
+        self.store.emit(manifest.run_id, "run.failed", message=error.message, data={"code": error.code})
+        log.warning("run %s was interrupted (its owner is gone) and is marked failed", manifest.run_id)
+        return manifest
+
+    def recover_interrupted(self) -> list[str]:
+        """Mark every ``running`` run whose owner is gone as failed (``RUN_INTERRUPTED``); returns their ids."""
+        found = []
+        for run_id in self.store.list_runs():
+            try:
+                before = self.store.load_manifest(run_id).run_status
+                if before == "running" and self._load_checked(run_id).run_status == "failed":
+                    found.append(run_id)
+            except VidaxError:
+                continue
+            except Exception:
+                log.exception("run %s: could not check it for interruption", run_id)
+        return found
+
+    # ---------------------------------------------------------------- lifetime
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the executor (waiting for runs under way when ``wait``)."""
+        self.executor.shutdown(wait=wait)
+
+    def __enter__(self) -> Vidax:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,116 @@
+"""The hooks a VIDAX plugin can implement.
+
+A plugin is a module (or object) with functions marked ``@vidax_core.hookimpl`` whose names are those below.
+Builtin plugins (``vidax_plugins``) use exactly these hooks; third-party packages are found through the
+entry-point group ``vidax``. Implementations may accept a subset of a hook's arguments, and hooks only ever
+grow new arguments, so a plugin written today keeps working.
+
+Registries use a callback: the core passes ``register`` and a plugin calls it once per thing it adds.
+Duplicate names are reported as a :class:`~vidax_core.errors.PluginError` naming both plugins.
+See ``docs/plugins.md`` for examples.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from typing import Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
+    from .models import PhaseState
+    from .phases import Phase
+    from .phases import PhaseContext
+
+hookspec = pluggy.HookspecMarker("vidax")
+hookimpl = pluggy.HookimplMarker("vidax")
+
+
+# --------------------------------------------------------------------------- phases
+
+
+@hookspec
+def register_phases(register: Callable[[Phase], None]) -> None:
+    """Add pipeline phases.
+
+    Call ``register(phase)`` once per phase. A phase is an object with the attributes and methods of
+    :class:`vidax_core.phases.Phase` (subclassing :class:`vidax_core.phases.BasePhase` gives the defaults):
+    ``name``, ``order``, ``enabled(job)``, ``validate(job, ctx)``, ``preflight(ctx)``, ``run(ctx)`` and
+    ``allow_passthrough(job)``. The five phases of SPEC.md are ``prepare`` (100), ``comfyui`` (200),
+    ``stabilize`` (300), ``lipsync`` (400) and ``encode`` (500); a new phase picks an ``order`` between them.
+
+    :param register: call with each phase object; a second phase of the same name is an error.
+    :return: nothing; the return value is ignored.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def before_phase(ctx: PhaseContext, phase: Phase) -> None:
+    """Called by the runner right before ``phase.run(ctx)``, after the phase is marked ``running``.
+
+    For cross-cutting work such as metrics or notifications. An exception raised here fails the phase.
+
+    :param ctx: the phase's context (run id, workdir, job, event sink).
+    :param phase: the phase about to run.
+    :return: nothing; the return value is ignored.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def after_phase(ctx: PhaseContext, phase: Phase, state: PhaseState) -> None:
+    """Called by the runner after a phase has ended (``completed`` or ``failed``) and the manifest says so.
+
+    Exceptions raised here are logged and otherwise ignored: the phase's outcome is already recorded.
+
+    :param ctx: the phase's context.
+    :param phase: the phase that ran.
+    :param state: its state as recorded (``status``, ``outputs``, ``error``).
+    :return: nothing; the return value is ignored.
+
+    .. versionadded:: 0.1
+    """
+
+
+# --------------------------------------------------------------------------- asset sources
+
+
+@hookspec
+def register_asset_sources(register: Callable[..., None]) -> None:
+    """Add sources that fetch URLs of given schemes (assets of the asset manifest, URL inputs of a job).
+
+    Call ``register(source)`` once per source. A source has ``schemes`` (a tuple such as
+    ``("http", "https")``) and ``fetch(url, dest, *, resume_from=0, progress=None, headers=None)``, which
+    writes the bytes at ``url`` to the open binary file ``dest`` (from byte ``resume_from`` when the source can
+    resume, else from the start after truncating) and returns the number of bytes written; ``progress`` is
+    called with ``(done, total_or_None)``. A second source for an already registered scheme is an error.
+
+    :param register: call with each source object.
+    :return: nothing; the return value is ignored.
+
+    .. versionadded:: 0.1
+    """
+
+
+# --------------------------------------------------------------------------- lip-sync providers
+
+
+@hookspec
+def register_lipsync_provider_types(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Add lip-sync provider types, the ``type`` values of ``config/lipsync.providers.json``.
+
+    Call ``register(type_name, factory)`` once per type. ``factory(name, config, settings)`` builds a
+    provider from its entry in the providers file (raising ``ValidationError`` naming the provider and field
+    when the entry is invalid); a provider answers ``availability()`` (``(True, None)`` or
+    ``(False, reason)``) and ``run(ctx, video, audio, output)``.
+
+    :param register: call with each type name and its factory.
+    :return: nothing; the return value is ignored.
+
+    .. versionadded:: 0.1
+    """

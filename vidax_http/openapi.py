@@ -1,0 +1,143 @@
+"""The OpenAPI 3.1 document of the API. ``tests/test_openapi.py`` keeps it true to the routes of the app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import vidax_core
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
+
+
+def _ok(description: str, schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
+AUTH = {"401": _error("`X-API-Key` header missing (`AUTH_REQUIRED`)"),
+        "403": _error("wrong API key (`AUTH_INVALID`)")}
+RUN_ID = {"name": "run_id", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": r"^\d{8}T\d{6}Z-[0-9a-f]{10}$"},
+          "description": "A run id as `POST /jobs` returned it; any other form is a 404 `RUN_NOT_FOUND`."}
+NOT_FOUND = _error("unknown run, or not a valid run id (`RUN_NOT_FOUND`)")
+
+
+def build_openapi(job_schema: dict[str, Any]) -> dict[str, Any]:
+    """The document, with the job schema embedded as ``components.schemas.Job``."""
+    job = {k: v for k, v in job_schema.items() if k not in ("$schema", "$id")}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "VIDAX API",
+            "version": vidax_core.__version__,
+            "description": "Automated talking-head video generation around ComfyUI. Every endpoint requires "
+                           "the `X-API-Key` header. Errors are JSON: `{\"ok\": false, \"error\": {\"code\", "
+                           "\"message\", \"details\"?}}`.",
+        },
+        "security": [{"ApiKey": []}],
+        "paths": {
+            "/health": {"get": {
+                "summary": "Readiness", "operationId": "health",
+                "responses": {"200": _ok("the API answers", {"$ref": "#/components/schemas/Ok"}), **AUTH},
+            }},
+            "/jobs": {"post": {
+                "summary": "Create a run from a job", "operationId": "createJob",
+                "requestBody": {"required": True,
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
+                "responses": {
+                    "202": _ok("the run is created and queued", {"$ref": "#/components/schemas/Created"}),
+                    "400": _error("not JSON, schema violation, missing or disallowed input (`VALIDATION_ERROR`;"
+                                  " `details` lists every problem)"),
+                    **AUTH,
+                    "415": _error("the audio is not of a supported format or does not decode "
+                                  "(`UNSUPPORTED_FORMAT`)"),
+                },
+            }},
+            "/jobs/{run_id}": {"get": {
+                "summary": "A run's status", "operationId": "getJob", "parameters": [RUN_ID],
+                "responses": {"200": _ok("the run's status", {"$ref": "#/components/schemas/Status"}),
+                              **AUTH, "404": NOT_FOUND},
+            }},
+            "/jobs/{run_id}/start": {"post": {
+                "summary": "Start or resume a run", "operationId": "startJob", "parameters": [RUN_ID],
+                "responses": {
+                    "202": _ok("the run was handed to the executor", {"$ref": "#/components/schemas/Started"}),
+                    "400": _error("an asset the run needs has a bad hash (`VALIDATION_ERROR`)"),
+                    **AUTH,
+                    "404": _error("unknown run (`RUN_NOT_FOUND`) or a missing asset or input "
+                                  "(`INPUT_NOT_FOUND`)"),
+                    "409": _error("`final.mp4` exists (`OUTPUT_WRITE_FAILED`) or the run is running "
+                                  "(`RUN_IN_PROGRESS`)"),
+                    "415": _error("the audio no longer decodes (`UNSUPPORTED_FORMAT`)"),
+                    "424": _error("the run needs ComfyUI and cannot get it (`COMFYUI_UNAVAILABLE`, "
+                                  "`COMFYUI_TIMEOUT`)"),
+                },
+            }},
+            "/jobs/{run_id}/manifest": {"get": {
+                "summary": "The run's manifest.json", "operationId": "getManifest", "parameters": [RUN_ID],
+                "responses": {"200": _ok("the file", {"type": "object"}), **AUTH,
+                              "404": _error("unknown run (`RUN_NOT_FOUND`) or no manifest (`INPUT_NOT_FOUND`)")},
+            }},
+            "/jobs/{run_id}/logs": {"get": {
+                "summary": "The run's events (JSON lines)", "operationId": "getLogs", "parameters": [RUN_ID],
+                "responses": {"200": _ok("logs/events.jsonl", {"type": "string"}, "text/plain"), **AUTH,
+                              "404": _error("unknown run (`RUN_NOT_FOUND`) or no log (`INPUT_NOT_FOUND`)")},
+            }},
+            "/schema/job": {"get": {
+                "summary": "The job JSON Schema", "operationId": "getJobSchema",
+                "responses": {"200": _ok("docs/job.schema.json", {"type": "object"}), **AUTH},
+            }},
+            "/openapi.json": {"get": {
+                "summary": "This document", "operationId": "getOpenApi",
+                "responses": {"200": _ok("OpenAPI 3.1", {"type": "object"}), **AUTH},
+            }},
+        },
+        "components": {
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "schemas": {
+                "Job": job,
+                "Ok": {"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}},
+                "Error": {
+                    "type": "object", "required": ["ok", "error"],
+                    "properties": {
+                        "ok": {"const": False},
+                        "error": {"type": "object", "required": ["code", "message"], "properties": {
+                            "code": {"type": "string"}, "message": {"type": "string"},
+                            "details": {"description": "validation problems (`[{field, problem}]`) or "
+                                                       "per-asset results"}}},
+                    },
+                },
+                "Created": {"type": "object", "required": ["run_id", "status", "manifest", "workdir"],
+                            "properties": {"run_id": {"type": "string"}, "status": {"const": "queued"},
+                                           "manifest": {"type": "string"}, "workdir": {"type": "string"}}},
+                "Started": {"type": "object", "required": ["ok", "run_id", "run_status"],
+                            "properties": {"ok": {"const": True}, "run_id": {"type": "string"},
+                                           "run_status": {"const": "running"}}},
+                "Phase": {"type": "object", "required": ["status", "started_at", "finished_at", "error"],
+                          "properties": {
+                              "status": {"enum": ["queued", "running", "skipped", "completed", "failed"]},
+                              "started_at": {"type": ["string", "null"]},
+                              "finished_at": {"type": ["string", "null"]},
+                              "outputs": {"type": "object"},
+                              "error": {"type": ["object", "null"]},
+                              "provider": {"type": ["string", "null"]},
+                              "reason": {"type": ["string", "null"]}}},
+                "Status": {"type": "object",
+                           "required": ["ok", "run_id", "run_status", "exit_status", "phases", "manifest",
+                                        "workdir", "final", "error", "created_at", "updated_at"],
+                           "properties": {
+                               "ok": {"const": True}, "run_id": {"type": "string"},
+                               "run_status": {"enum": ["queued", "running", "completed", "failed"]},
+                               "exit_status": {"enum": ["success", "failed", "partial", None]},
+                               "phases": {"type": "object",
+                                          "additionalProperties": {"$ref": "#/components/schemas/Phase"}},
+                               "manifest": {"type": "string"}, "workdir": {"type": "string"},
+                               "final": {"type": ["string", "null"]}, "error": {"type": ["object", "null"]},
+                               "attempt": {"type": "integer"}, "resumed": {"type": "boolean"},
+                               "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
+            },
+        },
+    }

@@ -1,0 +1,76 @@
+"""``/jobs`` and ``/jobs/{run_id}[/start|/manifest|/logs]``."""
+
+from __future__ import annotations
+
+import json
+
+import falcon
+
+from vidax_core.errors import RunNotFound
+
+from ..errors import ApiError
+
+MAX_BODY = 16 * 1024 * 1024  # inline workflows can be large; anything bigger is not a job
+
+
+def read_json(req):
+    """The request body as JSON, whatever its Content-Type (``curl -d`` sends a form type)."""
+    length = req.content_length
+    if length is not None and length > MAX_BODY:
+        raise ApiError(413, "VALIDATION_ERROR", f"the body is larger than {MAX_BODY} bytes")
+    raw = req.bounded_stream.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "VALIDATION_ERROR", f"the body is larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        raise ApiError(400, "VALIDATION_ERROR", "the body is empty; send the job as JSON",
+                       [{"field": "(body)", "problem": "is empty"}])
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ApiError(400, "VALIDATION_ERROR", f"the body is not valid JSON{where}",
+                       [{"field": "(body)", "problem": f"not valid JSON{where}"}]) from None
+
+
+class Jobs:
+    """``POST /jobs``: validate and create a run."""
+
+    def __init__(self, core):
+        self._core = core
+
+    def on_post(self, req, resp):
+        resp.media = self._core.create_run(read_json(req))
+        resp.status = falcon.HTTP_202
+
+
+class Job:
+    """``GET /jobs/{run_id}``: the run's status; ``POST .../start``; ``GET .../manifest``; ``GET .../logs``."""
+
+    def __init__(self, core):
+        self._core = core
+
+    def on_get(self, req, resp, run_id):
+        resp.media = self._core.status(run_id)
+
+    def on_post_start(self, req, resp, run_id):
+        resp.media = self._core.start_run(run_id)
+        resp.status = falcon.HTTP_202
+
+    def on_get_manifest(self, req, resp, run_id):
+        _send_file(resp, self._core.manifest_path(run_id), falcon.MEDIA_JSON)
+
+    def on_get_logs(self, req, resp, run_id):
+        _send_file(resp, self._core.logs_path(run_id), "text/plain; charset=utf-8")
+
+
+def _send_file(resp, path, content_type):
+    stream = open(path, "rb")  # falcon closes it once sent
+    resp.content_type = content_type
+    resp.set_stream(stream, path.stat().st_size)
+
+
+class UnknownRun:
+    """A sink for ``/jobs/...`` paths no route matched (e.g. an encoded ``/`` in the id): 404 ``RUN_NOT_FOUND``."""
+
+    def __call__(self, req, resp, **kwargs):
+        raise RunNotFound("no such run")
