@@ -58,7 +58,12 @@ class Runner:
         job = manifest.job
         pipeline = dict(self.registry.pipeline())
         for name, state in manifest.phases.items():
-            if state.status in ("completed", "skipped"):
+            if state.status == "completed":
+                continue
+            if state.status == "skipped":
+                if state.finished_at is None:  # marked at creation: say so when the run reaches it
+                    self._finish_phase(manifest, name, state, "skipped")
+                    self.store.emit(run_id, "phase.skipped", phase=name, message="disabled by the job")
                 continue
             phase = pipeline.get(name)
             enabled = phase.enabled(job) if phase is not None else job.section_enabled(name)

@@ -115,7 +115,7 @@ class RunStore:
 
     def require(self, run_id: str) -> Path:
         wd = self.workdir(run_id)
-        if not (wd / MANIFEST).is_file() and not wd.is_dir():
+        if not wd.is_dir():
             raise RunNotFound(f"no run {run_id}")
         return wd
 

@@ -42,6 +42,12 @@ FALCON_CODES = {
 }
 
 
+_MESSAGES = {
+    404: "no route {method} {path}; GET /openapi.json lists the API",
+    405: "method {method} is not allowed on {path}; allowed: {allow}",
+}
+
+
 class ApiError(falcon.HTTPError):
     """An HTTP error with SPEC.md's body."""
 
@@ -80,7 +86,8 @@ def serialize_error(req, resp, exc: falcon.HTTPError):
     else:
         status = int(exc.status_code)
         code = FALCON_CODES.get(status, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR")
-        message = exc.description or exc.title or falcon.code_to_http_status(status)
+        message = exc.description or _MESSAGES.get(status, exc.title or falcon.code_to_http_status(status))
+        message = message.format(method=req.method, path=req.path, allow=(exc.headers or {}).get("Allow", ""))
         body = {"ok": False, "error": {"code": code, "message": message}}
     resp.media = body
     resp.content_type = falcon.MEDIA_JSON

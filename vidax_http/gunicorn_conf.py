@@ -13,3 +13,6 @@ graceful_timeout = 30
 # the API key arrives in a header; gunicorn's access log format below names none
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 
+# gunicorn >= 25.1 opens a control socket at one fixed path per user; several VIDAX servers on one machine
+# would fight over it, and VIDAX needs none of its commands
+control_socket_disable = True
