@@ -26,6 +26,7 @@ from .errors import ConfigError
 from .errors import UnsupportedFormat
 from .errors import ValidationError
 from .errors import VidaxError
+from .urls import redact_url
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_BIND = "127.0.0.1:8000"
@@ -80,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("job", type=Path, help="the job JSON file")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the result")
     run.set_defaults(func=cmd_run)
+
+    install = sub.add_parser("install", help="install (or --check) the assets of the asset manifest",
+                             description="Download and verify every asset of the asset manifest by its policies, "
+                                         "with a progress bar per download and a summary. Exit 0 only when every "
+                                         "asset is present and verified.")
+    install.add_argument("--check", action="store_true",
+                         help="only check (no downloads); exit 0 only when no asset is missing or mismatching")
+    install.set_defaults(func=cmd_install)
     return parser
 
 
@@ -136,6 +145,99 @@ def _recover_interrupted(settings) -> None:
         vx.close()
     if found:
         _err(f"{len(found)} interrupted run(s) marked failed (RUN_INTERRUPTED): {', '.join(found[:10])}")
+
+
+# --------------------------------------------------------------------------- install
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from .core import Vidax
+
+    logging.basicConfig(level=logging.WARNING, format="vidax: %(message)s")
+    vx = Vidax(load_settings(), executor="inline")
+    try:
+        if args.check:
+            result = vx.asset_status()
+        else:
+            bars = DownloadBars()
+            try:
+                result = vx.install(progress=bars.for_asset, raise_on_failure=False)
+            finally:
+                bars.close()
+    except VidaxError as exc:
+        _err(f"{exc.code}: {exc.message}")
+        for d in exc.details or []:
+            if isinstance(d, dict) and "field" in d:
+                print(f"  - {d['field']}: {d['problem']}", file=sys.stderr)
+        return EXIT_INVALID if isinstance(exc, ValidationError) else EXIT_FAILED
+    finally:
+        vx.close()
+    print_asset_table(result["assets"])
+    ok = bool(result["ok"])
+    print("all assets present and verified" if ok else "some assets are missing, mismatching or failed")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def print_asset_table(assets: dict[str, dict[str, Any]]) -> None:
+    rows = [("asset", "status", "size", "path / problem")]
+    for name, a in assets.items():
+        size = _human(a["size"]) if a.get("size") is not None else "-"
+        status = a["status"] + (f" ({a['action']})" if a.get("action") in ("downloaded", "failed") else "")
+        rows.append((name, status, size, a.get("error") or a["path"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}")
+
+
+def _human(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(n)  # pragma: no cover
+
+
+class DownloadBars:
+    """One progress bar per downloading asset (size, speed, ETA); plain lines when not on a terminal."""
+
+    def __init__(self, stream=None):
+        import threading
+
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._bars: list[Any] = []
+        self._lock = threading.Lock()
+
+    def for_asset(self, asset):
+        state: dict[str, Any] = {"bar": None, "said": False}
+
+        def progress(done: int, total: int | None) -> None:
+            total = total or asset.size
+            with self._lock:
+                if self.tty:
+                    if state["bar"] is None:
+                        from tqdm import tqdm
+
+                        state["bar"] = tqdm(total=total, desc=asset.name, unit="B", unit_scale=True,
+                                            unit_divisor=1024, file=self.stream, position=len(self._bars),
+                                            mininterval=0.2)
+                        self._bars.append(state["bar"])
+                    bar = state["bar"]
+                    if total and bar.total != total:
+                        bar.total = total
+                    bar.update(done - bar.n)
+                elif not state["said"]:
+                    state["said"] = True
+                    size = f" ({_human(total)})" if total else ""
+                    print(f"downloading {asset.name}{size} from {redact_url(asset.url)}", file=self.stream,
+                          flush=True)
+
+        return progress
+
+    def close(self) -> None:
+        for bar in self._bars:
+            bar.close()
 
 
 # --------------------------------------------------------------------------- run

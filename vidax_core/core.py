@@ -15,11 +15,14 @@ from typing import Any
 
 import pluggy
 
+from .assets import AssetManager
 from .config import Settings
 from .converters import converter
 from .errors import InputNotFound
 from .errors import OutputWriteFailed
+from .errors import Problem
 from .errors import RunInProgress
+from .errors import ValidationError
 from .errors import VidaxError
 from .executor import Executor
 from .executor import InlineExecutor
@@ -70,6 +73,7 @@ class Vidax:
         self.store = RunStore(settings.runs_dir, clock=clock)
         self.locks = locks or FileRunLocks(self.store.runs_dir)
         self.runner = Runner(self.store, self.registry, settings)
+        self.assets = AssetManager(settings.assets_config, self.registry)
         if executor == "inline":
             self.executor: Executor = InlineExecutor(self._execute)
         elif callable(executor):
@@ -159,12 +163,17 @@ class Vidax:
                 raise InputNotFound(f"inputs.audio: {job.inputs.audio} no longer exists")
             if Path(job.inputs.audio).is_file():
                 check_audio(job.inputs.audio)
+        pending = []
         for name, phase in self.registry.pipeline():
             state = manifest.phases.get(name)
             if phase is None or state is None or state.status in ("completed", "skipped"):
                 continue
             if phase.enabled(job):
-                phase.preflight(self.runner.context(manifest, name))
+                pending.append((name, phase))
+        needed = [a for _, phase in pending for a in getattr(phase, "required_assets", lambda job: [])(job)]
+        self.assets.require(needed)
+        for name, phase in pending:
+            phase.preflight(self.runner.context(manifest, name))
 
     def _execute(self, run_id: str) -> None:
         """Execute one run (the executor calls this); the caller of start_run holds its lock."""
@@ -259,6 +268,32 @@ class Vidax:
             except Exception:
                 log.exception("run %s: could not check it for interruption", run_id)
         return found
+
+    # ---------------------------------------------------------------- assets
+
+    def asset_status(self) -> dict[str, Any]:
+        """Every asset's status (``GET /install/status``); never downloads.
+
+        :raises InputNotFound: no asset manifest. :raises ValidationError: it does not validate.
+        """
+        return self.assets.status()
+
+    def install(self, progress=None, raise_on_failure: bool = True) -> dict[str, Any]:
+        """Install and verify every asset by its policies (``POST /install``, ``vidax install``).
+
+        :param progress: ``progress(asset)`` returns a callback ``(done, total)`` for that asset's download.
+        :param raise_on_failure: when false, return the report (``ok`` false) instead of raising.
+        :raises ValidationError: any asset failed; ``details`` has one entry per failed asset, and the others
+            were installed all the same.
+        """
+        result = self.assets.install(progress=progress)
+        if result["ok"] or not raise_on_failure:
+            return result
+        failed = {n: a for n, a in result["assets"].items() if a["status"] not in ("ok", "unknown")}
+        problems = [Problem(f"assets.{n}", a.get("error") or a["status"]) for n, a in failed.items()]
+        details = [{**p.to_dict(), "asset": n, **a} for p, (n, a) in zip(problems, failed.items(), strict=True)]
+        raise ValidationError(f"{len(failed)} of {len(result['assets'])} assets failed to install: "
+                              + "; ".join(f"{p.field}: {p.problem}" for p in problems), details=details)
 
     # ---------------------------------------------------------------- lifetime
 

@@ -85,10 +85,24 @@ def register_asset_sources(register: Callable[..., None]) -> None:
     """Add sources that fetch URLs of given schemes (assets of the asset manifest, URL inputs of a job).
 
     Call ``register(source)`` once per source. A source has ``schemes`` (a tuple such as
-    ``("http", "https")``) and ``fetch(url, dest, *, resume_from=0, progress=None, headers=None)``, which
-    writes the bytes at ``url`` to the open binary file ``dest`` (from byte ``resume_from`` when the source can
-    resume, else from the start after truncating) and returns the number of bytes written; ``progress`` is
-    called with ``(done, total_or_None)``. A second source for an already registered scheme is an error.
+    ``("http", "https")``) and a method::
+
+        fetch(url, dest, *, resume_from=0, validator=None, headers=None, progress=None, on_validator=None) -> int
+
+    which writes the bytes at ``url`` into ``dest`` (a binary file object opened for writing, positioned at
+    ``resume_from``) and returns the file's length afterwards.
+
+    * ``resume_from`` > 0: the first ``resume_from`` bytes are already in ``dest``; continue after them when the
+      source can (HTTP ``Range``), else ``dest.seek(0)``, ``dest.truncate()`` and write everything.
+    * ``validator``: what ``on_validator`` reported when the partial file was begun (HTTP: ETag or
+      Last-Modified, sent as ``If-Range``); when the resource changed, start over.
+    * ``on_validator(value)``: call once the source knows the resource's version, before writing bytes.
+    * ``headers``: extra request headers from the asset manifest (secrets: never log them).
+    * ``progress(done, total_or_None)``: call as bytes arrive.
+
+    Raise :class:`vidax_core.errors.FetchError` on failure, with ``transient=True`` when a retry may help
+    (connection lost, timeout, HTTP 408/429/5xx); the installer retries those with backoff, resuming.
+    A second source for an already registered scheme is an error.
 
     :param register: call with each source object.
     :return: nothing; the return value is ignored.

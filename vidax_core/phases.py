@@ -51,6 +51,9 @@ class Phase(Protocol):
     def allow_passthrough(self, job: Job) -> bool:
         """Whether the run goes on (with the video as it was) when this phase fails."""
 
+    def required_assets(self, job: Job) -> list[str]:
+        """Names of asset-manifest entries that must be present and verified to start ``job`` (optional)."""
+
 
 class BasePhase:
     """Defaults for a phase: enabled by the job section of its name, nothing to validate or preflight."""
@@ -73,6 +76,9 @@ class BasePhase:
     def allow_passthrough(self, job: Job) -> bool:
         section = getattr(job, self.name, None)
         return bool(getattr(section, "allow_passthrough", False))
+
+    def required_assets(self, job: Job) -> list[str]:
+        return []
 
     def __repr__(self) -> str:
         return f"<phase {self.name} order={self.order}>"

@@ -26,6 +26,8 @@ from .converters import converter
 from .errors import InputNotFound
 from .errors import OutputWriteFailed
 from .errors import RunNotFound
+from .fsutil import atomic_write
+from .fsutil import fsync_dir
 from .models import Job
 from .models import Manifest
 from .models import PhaseState
@@ -59,37 +61,6 @@ def new_run_id(now: datetime, token: str | None = None) -> str:
 
 def is_run_id(value: str) -> bool:
     return bool(RUN_ID_RE.match(value or ""))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file in the same folder, fsync, rename, fsync the folder."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 def dump_json(obj: Any) -> bytes:
@@ -168,7 +139,7 @@ class RunStore:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            _fsync_dir(self.runs_dir)
+            fsync_dir(self.runs_dir)
             self._notify(event)
             return manifest
         raise OutputWriteFailed("could not allocate a unique run id; try again")

@@ -7,6 +7,8 @@ import falcon
 from . import errors
 from .auth import ApiKeyAuth
 from .openapi import build_openapi
+from .resources.assets import Install
+from .resources.assets import InstallStatus
 from .resources.health import Health
 from .resources.jobs import Job
 from .resources.jobs import Jobs
@@ -29,6 +31,8 @@ def create_app(core, api_key: str | None = None) -> falcon.App:
     app.add_route("/jobs/{run_id}/manifest", job, suffix="manifest")
     app.add_route("/jobs/{run_id}/logs", job, suffix="logs")
     app.add_sink(UnknownRun(), prefix=r"^/jobs/")
+    app.add_route("/install/status", InstallStatus(core))
+    app.add_route("/install", Install(core))
     app.add_route("/schema/job", JobSchema(core))
     app.add_route("/openapi.json", OpenApi(build_openapi(core.job_schema())))
     return app

@@ -86,6 +86,22 @@ def build_openapi(job_schema: dict[str, Any]) -> dict[str, Any]:
                 "responses": {"200": _ok("logs/events.jsonl", {"type": "string"}, "text/plain"), **AUTH,
                               "404": _error("unknown run (`RUN_NOT_FOUND`) or no log (`INPUT_NOT_FOUND`)")},
             }},
+            "/install/status": {"get": {
+                "summary": "Every asset's status (never downloads)", "operationId": "installStatus",
+                "responses": {"200": _ok("per-asset status; `ok` unless an asset is missing or mismatching",
+                                         {"$ref": "#/components/schemas/Assets"}), **AUTH,
+                              "400": _error("the asset manifest does not parse or validate (`VALIDATION_ERROR`)"),
+                              "404": _error("no asset manifest (`INPUT_NOT_FOUND`)")},
+            }},
+            "/install": {"post": {
+                "summary": "Install and verify every asset", "operationId": "install",
+                "responses": {"200": _ok("every asset is present and verified",
+                                         {"$ref": "#/components/schemas/Assets"}),
+                              **AUTH,
+                              "400": _error("an asset failed to download or verify, or the manifest is invalid "
+                                            "(`VALIDATION_ERROR`; `details` has one entry per failed asset)"),
+                              "404": _error("no asset manifest (`INPUT_NOT_FOUND`)")},
+            }},
             "/schema/job": {"get": {
                 "summary": "The job JSON Schema", "operationId": "getJobSchema",
                 "responses": {"200": _ok("docs/job.schema.json", {"type": "object"}), **AUTH},
@@ -110,6 +126,14 @@ def build_openapi(job_schema: dict[str, Any]) -> dict[str, Any]:
                                                        "per-asset results"}}},
                     },
                 },
+                "Asset": {"type": "object", "required": ["status", "path", "sha256"], "properties": {
+                    "status": {"enum": ["ok", "missing", "hash_mismatch", "unknown", "failed"]},
+                    "path": {"type": "string"}, "sha256": {"type": ["string", "null"]},
+                    "actual_sha256": {"type": "string"}, "size": {"type": "integer"},
+                    "action": {"enum": ["present", "downloaded", "failed"]}, "error": {"type": "string"}}},
+                "Assets": {"type": "object", "required": ["ok", "assets"], "properties": {
+                    "ok": {"type": "boolean"},
+                    "assets": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Asset"}}}},
                 "Created": {"type": "object", "required": ["run_id", "status", "manifest", "workdir"],
                             "properties": {"run_id": {"type": "string"}, "status": {"const": "queued"},
                                            "manifest": {"type": "string"}, "workdir": {"type": "string"}}},

@@ -17,7 +17,8 @@ CHUNK = 1 << 20
 class FileSource:
     schemes = ("file",)
 
-    def fetch(self, url: str, dest: BinaryIO, *, resume_from: int = 0, progress=None, headers=None) -> int:
+    def fetch(self, url: str, dest: BinaryIO, *, resume_from: int = 0, validator=None, headers=None,
+              progress=None, on_validator=None) -> int:
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise FetchError(f"file URL {url} names a host; only file:///path is supported")
@@ -29,7 +30,12 @@ class FileSource:
         except OSError as exc:
             raise FetchError(f"{url}: {exc.strerror}") from None
         with src:
-            total = os.fstat(src.fileno()).st_size
+            st = os.fstat(src.fileno())
+            total = st.st_size
+            if on_validator is not None:
+                on_validator(f"{st.st_size}-{st.st_mtime_ns}")
+            if validator is not None and validator != f"{st.st_size}-{st.st_mtime_ns}":
+                resume_from = 0  # the file changed since the partial copy began
             if resume_from > total:
                 resume_from = 0
             src.seek(resume_from)

@@ -39,8 +39,8 @@ class HttpSource:
             self._local.session = s
         return s
 
-    def fetch(self, url: str, dest: BinaryIO, *, resume_from: int = 0, progress=None, headers=None,
-              validator: str | None = None) -> int:
+    def fetch(self, url: str, dest: BinaryIO, *, resume_from: int = 0, validator: str | None = None,
+              headers=None, progress=None, on_validator=None) -> int:
         hdrs = dict(headers or {})
         if resume_from > 0:
             hdrs["Range"] = f"bytes={resume_from}-"
@@ -57,6 +57,10 @@ class HttpSource:
             if resp.status_code not in (200, 206):
                 raise FetchError(f"{redact_url(url)}: HTTP {resp.status_code} {resp.reason}",
                                  transient=resp.status_code in TRANSIENT_STATUS, status=resp.status_code)
+            if on_validator is not None:
+                # a strong ETag, else Last-Modified: what If-Range needs to resume this very version later
+                etag = resp.headers.get("ETag")
+                on_validator(etag if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified"))
             if resp.status_code == 200 or resume_from == 0:
                 done = 0
                 dest.seek(0)
