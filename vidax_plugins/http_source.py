@@ -11,6 +11,7 @@ import threading
 from typing import BinaryIO
 
 import requests
+import urllib3
 
 import vidax_core
 from vidax_core import hookimpl
@@ -36,6 +37,8 @@ class HttpSource:
         if s is None:
             s = self._session_factory()
             s.headers["User-Agent"] = f"vidax/{vidax_core.__version__} (+https://vidax.dev)"
+            # byte ranges and Content-Length must refer to the file itself, not a compressed transfer of it
+            s.headers["Accept-Encoding"] = "identity"
             self._local.session = s
         return s
 
@@ -72,12 +75,12 @@ class HttpSource:
             length = resp.headers.get("Content-Length")
             total = done + int(length) if length and length.isdigit() else None
             try:
-                for chunk in resp.iter_content(CHUNK):
+                for chunk in _chunks(resp):
                     dest.write(chunk)
                     done += len(chunk)
                     if progress is not None:
                         progress(done, total)
-            except requests.RequestException as exc:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 dest.flush()
                 raise FetchError(f"{redact_url(url)}: connection lost after {done} bytes: {type(exc).__name__}",
                                  transient=True) from None
@@ -85,6 +88,17 @@ class HttpSource:
                 dest.flush()
                 raise FetchError(f"{redact_url(url)}: got {done} of {total} bytes", transient=True)
         return done
+
+
+def _chunks(resp: requests.Response):
+    """The body as it arrives. ``read1`` hands over whatever the socket has, so bytes received before a
+    dropped connection are written (and resumed after) rather than lost inside a larger read."""
+    raw = resp.raw
+    if hasattr(raw, "read1") and not resp.headers.get("Content-Encoding"):
+        while chunk := raw.read1(CHUNK):
+            yield chunk
+    else:  # compressed bodies: requests decodes them
+        yield from resp.iter_content(64 * 1024)
 
 
 @hookimpl
