@@ -139,6 +139,34 @@ for _sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(_sig, _on_signal)
 
 
+def run_group(argv: Sequence[str], *, timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None,
+              capture: bool = True) -> subprocess.CompletedProcess:
+    """Run ``argv`` to completion as the leader of its own process group (bounded by ``timeout``).
+
+    If it overruns, or the benchmark is interrupted, the group gets SIGINT (``vidax run`` then stops the ffmpeg
+    it started, which runs in a session of its own), then SIGTERM, then SIGKILL.
+    """
+    pipe = subprocess.PIPE if capture else subprocess.DEVNULL
+    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, env=env, cwd=cwd,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def http_get(port: int, path: str, headers: dict[str, str] | None = None, timeout: float = 5.0,
              method: str = "GET", body: bytes | None = None) -> tuple[int, bytes]:
     """One request on a fresh connection to 127.0.0.1:``port``: (status, body)."""
@@ -202,12 +230,53 @@ def start_server(argv_for_port: Callable[[int], list[str]], *, name: str, log_di
 # --------------------------------------------------------------------------- load
 
 
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, user + system CPU seconds) of ``pid`` from /proc, or None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid ... utime stime
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root_pid: int) -> float:
+    """CPU seconds used so far by ``root_pid`` and its live descendants (a gunicorn master and its workers).
+
+    Linux only (/proc); NaN elsewhere. Finished processes are not counted, so take both readings while the
+    server runs.
+    """
+    if not Path("/proc").is_dir():
+        return float("nan")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            st = _proc_stat(int(entry.name))
+            if st is not None:
+                stats[int(entry.name)] = st
+    total, todo, seen = 0.0, [root_pid], set()
+    while todo and len(seen) < 10_000:
+        pid = todo.pop()
+        if pid in seen or pid not in stats:
+            continue
+        seen.add(pid)
+        total += stats[pid][1]
+        todo.extend(child for child, (ppid, _) in stats.items() if ppid == pid)
+    return total
+
+
 @dataclass
 class LoadResult:
     requests: int
     errors: int
     seconds: float
     latencies: list[float] = field(repr=False, default_factory=list)
+    server_cpu: float = float("nan")  # CPU seconds the server used during the measured window
+
+    @property
+    def cpu_per_request(self) -> float:
+        """Server CPU seconds per answered request in the measured window."""
+        return self.server_cpu / self.requests if self.requests else float("nan")
 
     @property
     def rps(self) -> float:
@@ -232,12 +301,16 @@ class LoadResult:
 
 def http_load(port: int, path: str, *, headers: dict[str, str] | None = None, concurrency: int = 16,
               seconds: float = 5.0, warmup: float = 0.5, max_requests: int = 2_000_000,
-              max_errors: int = 100, expect_status: int = 200) -> LoadResult:
+              max_errors: int = 100, expect_status: int = 200,
+              cpu_probe: Callable[[], float] | None = None) -> LoadResult:
     """``concurrency`` threads, each on its own keep-alive ``http.client`` connection, send ``GET path`` in a
     closed loop for ``seconds`` (after ``warmup`` seconds that are not counted).
 
     Bounded: every thread stops at the deadline, after ``max_requests / concurrency`` requests, or once the
     threads together saw ``max_errors`` errors (a non-``expect_status`` answer or a connection error).
+
+    ``cpu_probe`` (e.g. ``lambda: tree_cpu_seconds(server_pid)``) is read at the start and the end of the
+    measured window; the difference is the result's ``server_cpu``.
     """
     headers = dict(headers or {})
     per_thread = max(1, max_requests // concurrency)
@@ -297,12 +370,18 @@ def http_load(port: int, path: str, *, headers: dict[str, str] | None = None, co
     times["measure_from"] = now + warmup
     times["stop_at"] = now + warmup + seconds
     start_barrier.wait(timeout=30)
+    cpu = float("nan")
+    if cpu_probe is not None:
+        time.sleep(max(0.0, times["measure_from"] - time.perf_counter()))
+        cpu0 = cpu_probe()
+        time.sleep(max(0.0, times["stop_at"] - time.perf_counter()))
+        cpu = cpu_probe() - cpu0
     for t in threads:
         t.join(timeout=warmup + seconds + 30)
     # the measured window: from the end of the warm-up to the end of the last request
     elapsed = max(1e-9, max(ends, default=0.0) - times["measure_from"])
     return LoadResult(requests=counts["requests"], errors=counts["errors"], seconds=elapsed,
-                      latencies=all_latencies)
+                      latencies=all_latencies, server_cpu=cpu)
 
 
 # --------------------------------------------------------------------------- statistics and output
@@ -324,7 +403,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     out = []
     for k, row in enumerate(cells):
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        pairs = enumerate(zip(row, widths, strict=True))
+        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs))
         if k == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)

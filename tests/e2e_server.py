@@ -126,7 +126,7 @@ class VidaxServer:
         self.base.mkdir(parents=True, exist_ok=True)
         self.workers, self.threads, self.api_key = workers, threads, api_key
         self.config_path = write_config(self.base, input_roots, **(config or {}))
-        self.runs_dir = self.base / "runs"
+        self.runs_dir = Path(json.loads(self.config_path.read_text())["runs_dir"])
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.starts = 0
@@ -199,6 +199,16 @@ class VidaxServer:
                 break
             time.sleep(0.05)
         assert not live_pids_in_group(pgid), f"process group {pgid} survived SIGKILL"
+
+    def escaped(self) -> dict[int, str]:
+        """{pid: command line} of :meth:`escaped_pids`, for messages."""
+        out = {}
+        for pid in self.escaped_pids():
+            try:
+                out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                pass
+        return out
 
     def escaped_pids(self) -> list[int]:
         """Processes outside the server's group still working in its folder (e.g. ffmpeg, own session)."""

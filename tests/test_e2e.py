@@ -1,8 +1,9 @@
 """End-to-end: the real ``vidax`` command, real gunicorn on loopback, real ffmpeg, real files.
 
-One server (2 workers) is shared by the read-mostly tests; the crash test starts its own servers. The long
-run (tests of concurrency and crash recovery) is a 640x360 moving test pattern with as long an audio, encoded
-with preset ``slow`` so that ``encode`` lasts a few seconds on two cores.
+One server (2 workers) is shared by most tests; the concurrency test adds a second server process on the same
+runs folder, and the crash scenario (a module fixture shared by the tests of what a crash must and must not leave
+behind) kills and restarts a server of its own. The long run (concurrency, crash recovery) is a 640x360 moving test
+pattern with as long an audio, encoded with preset ``slow`` so that ``encode`` lasts seconds on two cores.
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ def image_run(api):
     job = simple_job(fps=20)
     r = api.post("/jobs", job)
     created = r.json()
+    if r.status_code != 202:
+        return {"job": job, "create": r, "created": created, "start": None, "status": None}
     r_start = api.post(f"/jobs/{created['run_id']}/start")
     st = api.wait_run(created["run_id"]) if r_start.status_code == 202 else None
     return {"job": job, "create": r, "created": created, "start": r_start, "status": st}
@@ -264,7 +267,10 @@ def test_start_after_completion_is_409_and_leaves_final_untouched(api, image_run
 # --------------------------------------------------------------------------- 4. concurrent starts
 
 
-def test_two_concurrent_starts_one_wins(api, long_media):
+def test_two_concurrent_starts_one_wins(api, server, long_media, tmp_path):  # noqa: F811
+    # a second server process on the same runs folder: another process that can see (and start) the run
+    peer = server(base=tmp_path / "peer", workers=1, threads=2, roots=[long_media.dir],
+                  config={"runs_dir": str(api.runs_dir)})
     created = create(api, long_media.job(test="concurrent"))
     run_id = created["run_id"]
     barrier = threading.Barrier(2)
@@ -279,7 +285,7 @@ def test_two_concurrent_starts_one_wins(api, long_media):
         t.start()
     for t in threads:
         t.join(60)
-    st = api.status(run_id)  # read before the run can end: it must still be running
+    st = api.status(run_id)  # read at once: the run (seconds of encode) must still be running
     codes = sorted(r.status_code for r in results)
     assert codes == [202, 409], [(r.status_code, r.text) for r in results]
     won = next(r for r in results if r.status_code == 202)
@@ -289,7 +295,11 @@ def test_two_concurrent_starts_one_wins(api, long_media):
     assert st["run_status"] == "running", st
     assert not (Path(created["workdir"]) / "final.mp4").exists()
 
-    # a third start while it runs (whichever worker takes it) is refused too
+    # another process sees it running (not "interrupted": its owner is alive) and cannot start it either
+    r = peer.post(f"/jobs/{run_id}/start")
+    assert r.status_code == 409 and error_of(r)["code"] == "RUN_IN_PROGRESS", r.text
+    seen = peer.status(run_id)
+    assert seen["run_status"] == "running" and seen["error"] is None, seen
     r = api.post(f"/jobs/{run_id}/start")
     assert r.status_code == 409 and error_of(r)["code"] == "RUN_IN_PROGRESS", r.text
 
@@ -298,65 +308,111 @@ def test_two_concurrent_starts_one_wins(api, long_media):
         "completed", "success", 1, False), st
     assert_final_mp4(st["final"], LONG_SECONDS, fps=25)
     events = lifecycle(read_events(created["workdir"]))
-    assert events.count(("run.started", None)) == 1, events
+    assert events.count(("run.started", None)) == 1 and ("run.failed", None) not in events, events
 
 
 # --------------------------------------------------------------------------- 5. crash recovery
 
 
-def test_killed_server_run_is_interrupted_then_resumed(server, long_media):  # noqa: F811
-    srv = server(roots=[long_media.dir])
-    created = create(srv, long_media.job(test="crash"))
-    run_id, workdir = created["run_id"], Path(created["workdir"])
-    start(srv, run_id)
-    st = srv.wait_phase(run_id, "encode", "running")
-    assert st["phases"]["prepare"]["status"] == "completed", st
-    time.sleep(0.5)  # well inside the encode (seconds long)
-    assert srv.status(run_id)["phases"]["encode"]["status"] == "running"
+def wait_for_event(workdir: Path, event: str, phase: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            for e in read_events(workdir):
+                if e["event"] == event and e.get("phase") == phase:
+                    return e
+        except json.JSONDecodeError:  # a line being appended
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"no {event} of {phase} within {timeout}s: {read_events(workdir)}")
 
-    pgid = srv.proc.pid
-    srv.kill(signal.SIGKILL)
-    assert not srv.alive()
-    escaped = srv.kill_escaped()  # ffmpeg runs in a session of its own and survives its parent (see report)
-    on_disk = json.loads((workdir / "manifest.json").read_text())
-    assert on_disk["run_status"] == "running", "the dead server had no chance to record anything"
-    assert not (workdir / "final.mp4").exists()
 
-    srv.start()  # a new server on the same runs folder
-    assert srv.proc.pid != pgid
-    st = srv.status(run_id)
-    assert (st["run_status"], st["exit_status"]) == ("failed", "failed"), st
+@pytest.fixture(scope="module")
+def crash(tmp_path_factory, media, long_media):
+    """Start a long run, SIGKILL the server's whole process group while ffmpeg encodes, start a new server on
+    the same runs folder, look at the run, resume it and wait. Returns what was seen at each step."""
+    srv = VidaxServer(tmp_path_factory.mktemp("e2e-crash"), [media.dir, long_media.dir], workers=2, threads=4)
+    seen: dict = {}
+    try:
+        srv.start()
+        created = create(srv, long_media.job(test="crash"))
+        run_id, workdir = created["run_id"], Path(created["workdir"])
+        seen.update(run_id=run_id, workdir=workdir)
+        start(srv, run_id)
+        wait_for_event(workdir, "phase.progress", "encode")  # ffmpeg is encoding
+        seen["before_kill"] = srv.status(run_id)
+        seen["old_pid"] = srv.proc.pid
+        srv.kill(signal.SIGKILL)  # the whole process group; waits until the group is gone
+        seen["alive_after_kill"] = srv.alive()
+        time.sleep(0.2)
+        seen["escaped"] = srv.escaped()
+        srv.kill_escaped()  # by pid: the test must not leak them whatever the verdict
+        seen["manifest_after_kill"] = json.loads((workdir / "manifest.json").read_text())
+        seen["final_after_kill"] = (workdir / "final.mp4").exists()
+
+        srv.start()  # a new server on the same folder and runs
+        seen["new_pid"] = srv.proc.pid
+        seen["after_restart"] = srv.status(run_id)
+        r = srv.post(f"/jobs/{run_id}/start")
+        seen["resume"] = (r.status_code, r.json())
+        seen["final_status"] = srv.wait_run(run_id, timeout=90) if r.status_code == 202 else None
+        seen["events"] = read_events(workdir)
+        seen["leftovers"] = temp_leftovers(workdir)
+        seen["log"] = srv.log_tail()
+        yield seen
+    finally:
+        srv.close()
+
+
+def test_killed_server_run_is_interrupted_then_resumed(crash):
+    run_id, workdir = crash["run_id"], crash["workdir"]
+    before = crash["before_kill"]
+    assert before["run_status"] == "running" and before["phases"]["encode"]["status"] == "running", before
+    assert before["phases"]["prepare"]["status"] == "completed"
+    assert crash["alive_after_kill"] is False
+    assert crash["manifest_after_kill"]["run_status"] == "running"  # the dead server recorded nothing
+    assert crash["final_after_kill"] is False
+    assert crash["new_pid"] != crash["old_pid"]
+
+    st = crash["after_restart"]
+    assert (st["run_status"], st["exit_status"], st["final"]) == ("failed", "failed", None), st
     assert st["error"]["code"] == "RUN_INTERRUPTED", st
     assert st["phases"]["prepare"]["status"] == "completed"
     assert st["phases"]["encode"]["status"] == "failed", st
     assert st["phases"]["encode"]["error"]["code"] == "RUN_INTERRUPTED", st
-    assert st["final"] is None
 
-    r = srv.post(f"/jobs/{run_id}/start")
-    assert r.status_code == 202, f"{r.status_code} {r.text}\n{srv.log_tail()}"
-    assert r.json() == {"ok": True, "run_id": run_id, "run_status": "running"}
-    st = srv.wait_run(run_id, timeout=90)
-    assert (st["run_status"], st["exit_status"], st["resumed"], st["attempt"]) == (
-        "completed", "partial", True, 2), st
+    assert crash["resume"] == (202, {"ok": True, "run_id": run_id, "run_status": "running"}), crash["log"]
+    st = crash["final_status"]
+    assert (st["run_status"], st["exit_status"], st["resumed"], st["attempt"], st["error"]) == (
+        "completed", "partial", True, 2, None), st
+    assert st["phases"]["prepare"]["status"] == "completed"
     assert st["phases"]["encode"]["status"] == "completed" and st["phases"]["encode"]["error"] is None
+    assert st["final"] == str(workdir / "final.mp4")
     assert_final_mp4(st["final"], LONG_SECONDS, fps=25)
     manifest = json.loads((workdir / "manifest.json").read_text())
-    assert manifest["resumed"] is True and manifest["exit_status"] == "partial"
+    assert manifest["resumed"] is True and manifest["exit_status"] == "partial" and manifest["attempt"] == 2
 
-    events = read_events(workdir)
+    events = crash["events"]
     names = lifecycle(events)
-    assert ("run.failed", None) in names
+    failed = [e for e in events if e["event"] == "run.failed"]
+    assert len(failed) == 1 and failed[0]["data"]["code"] == "RUN_INTERRUPTED", failed
     i = names.index(("run.resumed", None))
     assert names[i - 1] == ("run.started", None)
+    assert names.index(("run.failed", None)) < i
     # after the resume only the phase that had not completed runs again
-    assert ("phase.started", "prepare") not in names[i:], names
-    assert names[i:][-3:] == [("phase.started", "encode"), ("phase.completed", "encode"), ("run.completed", None)]
-    failed = next(e for e in events if e["event"] == "run.failed")
-    assert failed["data"]["code"] == "RUN_INTERRUPTED"
+    assert names[i + 1:] == [("phase.started", "encode"), ("phase.completed", "encode"), ("run.completed", None)]
     resumed = next(e for e in events if e["event"] == "run.resumed")
     assert resumed["data"]["kept"] == ["prepare"]
-    print("ESCAPED", escaped, temp_leftovers(workdir), sorted(os.listdir(workdir)))
-    assert escaped == [] or all(not Path(f"/proc/{p}").exists() for p in escaped)
+    assert events[-1]["data"]["exit_status"] == "partial"
+
+
+def test_killing_the_server_group_stops_its_ffmpeg(crash):
+    assert crash["escaped"] == {}, f"still running after the server's group was killed: {crash['escaped']}"
+
+
+def test_resumed_run_leaves_no_temp_files(crash):
+    assert crash["final_status"]["run_status"] == "completed"
+    assert crash["leftovers"] == []
 
 
 # --------------------------------------------------------------------------- 6. refusing to serve

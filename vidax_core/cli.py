@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--check", action="store_true",
                          help="only check (no downloads); exit 0 only when no asset is missing or mismatching")
     install.set_defaults(func=cmd_install)
+
+    comfy = sub.add_parser("comfyui", help="ComfyUI health, start and stop",
+                           description="health: is ComfyUI reachable (exit 0 when healthy). start: make it "
+                                       "ready, starting the configured command when auto_start is on. stop: stop "
+                                       "the ComfyUI that VIDAX started (never another).")
+    comfy.add_argument("action", choices=["health", "start", "stop"])
+    comfy.set_defaults(func=cmd_comfyui)
     return parser
 
 
@@ -145,6 +152,34 @@ def _recover_interrupted(settings) -> None:
         vx.close()
     if found:
         _err(f"{len(found)} interrupted run(s) marked failed (RUN_INTERRUPTED): {', '.join(found[:10])}")
+
+
+# --------------------------------------------------------------------------- comfyui
+
+
+def cmd_comfyui(args: argparse.Namespace) -> int:
+    from .core import Vidax
+
+    logging.basicConfig(level=logging.INFO, format="vidax: %(message)s")
+    vx = Vidax(load_settings(), executor="inline")
+    try:
+        if args.action == "health":
+            result = vx.comfyui_health()
+            print(json.dumps(result, indent=2))
+            return EXIT_OK if result["ok"] else EXIT_FAILED
+        if args.action == "start":
+            try:
+                result = vx.comfyui_start()
+            except VidaxError as exc:
+                _err(f"{exc.code}: {exc.message}")
+                return EXIT_FAILED
+            print(json.dumps(result, indent=2))
+            return EXIT_OK
+        result = vx.comfyui_stop()
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    finally:
+        vx.close()
 
 
 # --------------------------------------------------------------------------- install

@@ -16,6 +16,7 @@ from typing import Any
 import pluggy
 
 from .assets import AssetManager
+from .comfyui import ComfyUIProcess
 from .config import Settings
 from .converters import converter
 from .errors import InputNotFound
@@ -72,7 +73,8 @@ class Vidax:
         self.registry = Registry.build(self.pm)
         self.store = RunStore(settings.runs_dir, clock=clock)
         self.locks = locks or FileRunLocks(self.store.runs_dir)
-        self.runner = Runner(self.store, self.registry, settings)
+        self.comfyui = ComfyUIProcess(settings.comfyui, self.store.runs_dir / ".comfyui")
+        self.runner = Runner(self.store, self.registry, settings, comfyui=self.comfyui)
         self.assets = AssetManager(settings.assets_config, self.registry)
         if executor == "inline":
             self.executor: Executor = InlineExecutor(self._execute)
@@ -294,6 +296,26 @@ class Vidax:
         details = [{**p.to_dict(), "asset": n, **a} for p, (n, a) in zip(problems, failed.items(), strict=True)]
         raise ValidationError(f"{len(failed)} of {len(result['assets'])} assets failed to install: "
                               + "; ".join(f"{p.field}: {p.problem}" for p in problems), details=details)
+
+    # ---------------------------------------------------------------- ComfyUI
+
+    def comfyui_health(self) -> dict[str, Any]:
+        """``GET /comfyui/health``: reachable or not (with the reason), version, devices, queue, our pid."""
+        return self.comfyui.health()
+
+    def comfyui_start(self) -> dict[str, Any]:
+        """``POST /comfyui/start``: healthy already, or started (when ``auto_start``) and healthy.
+
+        :raises ComfyUIStartFailed: cannot start, exited early (log tail in the message), or auto_start is off.
+        :raises ComfyUITimeout: not healthy within ``start_timeout_s`` (the process is stopped).
+        """
+        result = self.comfyui.ensure()
+        return {"ok": True, "status": "ready", "url": result["url"], "started": result.get("started", False),
+                "pid": result.get("pid")}
+
+    def comfyui_stop(self) -> dict[str, Any]:
+        """Stop the ComfyUI that VIDAX started (never another)."""
+        return self.comfyui.stop()
 
     # ---------------------------------------------------------------- lifetime
 

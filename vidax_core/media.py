@@ -177,8 +177,8 @@ def run_ffmpeg(
         cmd += ["-progress", "pipe:1", "-nostats"]
     cmd += list(args)
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=cwd, start_new_session=True)
+    # ffmpeg stays in our process group: when the server's group is killed, its encodes die with it
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
 
     def read_stderr():
         assert proc.stderr is not None
@@ -190,7 +190,7 @@ def run_ffmpeg(
     deadline = time.monotonic() + timeout if timeout else None
     timer = None
     if deadline is not None:
-        timer = threading.Timer(timeout, _kill_group, args=(proc,))
+        timer = threading.Timer(timeout, proc.kill)
         timer.daemon = True
         timer.start()
     try:
@@ -205,7 +205,7 @@ def run_ffmpeg(
                 on_progress(max(0.0, min(1.0, done / duration)))
         proc.wait()
     except BaseException:
-        _kill_group(proc)
+        proc.kill()
         proc.wait()
         raise
     finally:
@@ -222,13 +222,6 @@ def run_ffmpeg(
             details={"command": cmd, "returncode": proc.returncode, "stderr_tail": list(tail)},
             code="FFMPEG_FAILED",
         )
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, 9)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def ffmpeg_to_file(

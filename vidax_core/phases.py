@@ -110,6 +110,8 @@ class PhaseContext:
     settings: Settings
     registry: Registry
     emit: EventFn
+    # the supervised ComfyUI server (vidax_core.comfyui.ComfyUIProcess): health, ensure, its URL
+    comfyui: Any = None
     # outputs of the completed phases before this one, in pipeline order: {phase: {key: relative path}}
     previous: dict[str, dict[str, Any]] = field(factory=dict)
     _last_progress: list[float] = field(factory=lambda: [0.0, -1.0])

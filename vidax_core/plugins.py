@@ -32,6 +32,7 @@ log = logging.getLogger("vidax.plugins")
 ENTRY_POINT_GROUP = "vidax"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "vidax_plugins.prepare",
+    "vidax_plugins.comfyui_phase",
     "vidax_plugins.encode",
     "vidax_plugins.file_source",
     "vidax_plugins.http_source",

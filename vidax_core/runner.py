@@ -31,10 +31,11 @@ log = logging.getLogger("vidax.runner")
 class Runner:
     """Executes runs; holds no per-run state between calls."""
 
-    def __init__(self, store: RunStore, registry: Registry, settings: Settings):
+    def __init__(self, store: RunStore, registry: Registry, settings: Settings, comfyui: Any = None):
         self.store = store
         self.registry = registry
         self.settings = settings
+        self.comfyui = comfyui
 
     def context(self, manifest: Manifest, phase_name: str) -> PhaseContext:
         """The context of ``phase_name`` in ``manifest``'s run: paths, job, settings, the event sink."""
@@ -50,12 +51,17 @@ class Runner:
             self.store.emit(run_id, event, **kw)
 
         return PhaseContext(run_id=run_id, workdir=self.store.workdir(run_id), phase=phase_name, job=manifest.job,
-                            settings=self.settings, registry=self.registry, emit=emit, previous=previous)
+                            settings=self.settings, registry=self.registry, emit=emit, previous=previous,
+                            comfyui=self.comfyui)
 
     def run(self, run_id: str) -> Manifest:
         """Execute the run ``run_id``, which the caller has marked ``running`` and holds the lock of."""
         manifest = self.store.load_manifest(run_id)
         job = manifest.job
+        leftovers = self.store.remove_partials(run_id)
+        if leftovers:
+            self.store.emit(run_id, "run.cleaned", message="removed temp files of an interrupted attempt",
+                            data={"files": leftovers})
         pipeline = dict(self.registry.pipeline())
         for name, state in manifest.phases.items():
             if state.status == "completed":

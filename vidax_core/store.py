@@ -32,7 +32,7 @@ from .models import Job
 from .models import Manifest
 from .models import PhaseState
 
-RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{10}$")
+RUN_ID_RE = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{10}")
 MANIFEST = "manifest.json"
 JOB = "job.json"
 EVENTS = Path("logs") / "events.jsonl"
@@ -60,7 +60,7 @@ def new_run_id(now: datetime, token: str | None = None) -> str:
 
 
 def is_run_id(value: str) -> bool:
-    return bool(RUN_ID_RE.match(value or ""))
+    return isinstance(value, str) and RUN_ID_RE.fullmatch(value) is not None
 
 
 def dump_json(obj: Any) -> bytes:
@@ -159,6 +159,18 @@ class RunStore:
     def save_manifest(self, manifest: Manifest) -> None:
         manifest.updated_at = self.now()
         atomic_write(self.workdir(manifest.run_id) / MANIFEST, dump_json(converter.unstructure(manifest)))
+
+    def remove_partials(self, run_id: str) -> list[str]:
+        """Delete the temp files (``.*.part``) an interrupted writer left in the run's folder; returns them.
+
+        Only the run's owner calls this (it holds the run lock), so no live writer's file is removed."""
+        wd = self.workdir(run_id)
+        removed = []
+        for path in wd.rglob(".*.part"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(str(path.relative_to(wd)))
+        return removed
 
     def list_runs(self) -> list[str]:
         if not self.runs_dir.is_dir():

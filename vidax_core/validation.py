@@ -74,6 +74,7 @@ def validate_job(raw: Any, ctx: ValidationContext) -> Job:
         problems.append(Problem("inputs.image", "inputs.image or inputs.video is required when comfyui is "
                                                 "not enabled"))
 
+    problems.extend(_unprovided_phases(raw, ctx))
     job: Job | None = None
     if not problems:
         job = converter.structure(raw, Job)
@@ -107,28 +108,40 @@ def _check_location(value: str, roots: tuple[Path, ...], ctx: ValidationContext)
         return None, value
     if "\x00" in value:
         return "contains a NUL character", None
-    path = resolve_input(value, roots)
-    if not inside_roots(path, roots):
-        return "is outside the allowed input roots", None
-    real = Path(os.path.realpath(path))
-    if not real.exists():
-        return f"file not found: {value}", None
-    if not real.is_file():
-        return f"is not a file: {value}", None
-    if not os.access(real, os.R_OK):
-        return f"is not readable: {value}", None
+    try:
+        path = resolve_input(value, roots)
+        if not inside_roots(path, roots):
+            return "is outside the allowed input roots", None
+        real = Path(os.path.realpath(path))
+        if not real.exists():
+            return f"file not found: {value}", None
+        if not real.is_file():
+            return f"is not a file: {value}", None
+        if not os.access(real, os.R_OK):
+            return f"is not readable: {value}", None
+    except (OSError, ValueError) as exc:  # e.g. a name longer than the file system allows
+        return f"cannot be used as a path: {getattr(exc, 'strerror', None) or exc}", None
     return None, str(real)
 
 
-def _phase_problems(job: Job, ctx: ValidationContext) -> list[Problem]:
-    problems: list[Problem] = []
+def _unprovided_phases(raw: dict[str, Any], ctx: ValidationContext) -> list[Problem]:
+    """Standard phases the job enables (a section present without ``"enable": false``) that no plugin provides.
+
+    Checked on the raw job, so it is reported together with any other problem."""
+    problems = []
     for name, phase in ctx.registry.pipeline():
-        if phase is None:
-            if job.section_enabled(name):
-                problems.append(Problem(name, f"phase {name!r} is enabled but no installed plugin provides it; "
-                                              f"disable it with \"{name}\": {{\"enable\": false}}"))
-            continue
-        if phase.enabled(job):
+        section = raw.get(name)
+        if phase is None and isinstance(section, dict) and section.get("enable", True) is not False:
+            problems.append(Problem(name, f"phase {name!r} is enabled but no installed plugin provides it; "
+                                          f"disable it with \"{name}\": {{\"enable\": false}}"))
+    return problems
+
+
+def _phase_problems(job: Job, ctx: ValidationContext) -> list[Problem]:
+    """Each enabled phase's own checks (on the structured job)."""
+    problems: list[Problem] = []
+    for _name, phase in ctx.registry.pipeline():
+        if phase is not None and phase.enabled(job):
             problems.extend(phase.validate(job, ctx) or [])
     return problems
 

@@ -9,6 +9,8 @@ from .auth import ApiKeyAuth
 from .openapi import build_openapi
 from .resources.assets import Install
 from .resources.assets import InstallStatus
+from .resources.comfyui import ComfyUIHealth
+from .resources.comfyui import ComfyUIStart
 from .resources.health import Health
 from .resources.jobs import Job
 from .resources.jobs import Jobs
@@ -33,6 +35,8 @@ def create_app(core, api_key: str | None = None) -> falcon.App:
     app.add_sink(UnknownRun(), prefix=r"^/jobs/")
     app.add_route("/install/status", InstallStatus(core))
     app.add_route("/install", Install(core))
+    app.add_route("/comfyui/health", ComfyUIHealth(core))
+    app.add_route("/comfyui/start", ComfyUIStart(core))
     app.add_route("/schema/job", JobSchema(core))
     app.add_route("/openapi.json", OpenApi(build_openapi(core.job_schema())))
     return app

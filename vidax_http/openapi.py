@@ -25,9 +25,20 @@ RUN_ID = {"name": "run_id", "in": "path", "required": True,
 NOT_FOUND = _error("unknown run, or not a valid run id (`RUN_NOT_FOUND`)")
 
 
+def _rebase(node: Any, base: str) -> Any:
+    """The schema with its local refs (``#/$defs/x``) pointing into the place it is embedded at."""
+    if isinstance(node, dict):
+        return {k: (base + v[1:] if k == "$ref" and isinstance(v, str) and v.startswith("#/") else _rebase(v, base))
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rebase(v, base) for v in node]
+    return node
+
+
 def build_openapi(job_schema: dict[str, Any]) -> dict[str, Any]:
     """The document, with the job schema embedded as ``components.schemas.Job``."""
-    job = {k: v for k, v in job_schema.items() if k not in ("$schema", "$id")}
+    job = _rebase({k: v for k, v in job_schema.items() if k not in ("$schema", "$id")},
+                  "#/components/schemas/Job")
     return {
         "openapi": "3.1.0",
         "info": {
@@ -102,6 +113,20 @@ def build_openapi(job_schema: dict[str, Any]) -> dict[str, Any]:
                                             "(`VALIDATION_ERROR`; `details` has one entry per failed asset)"),
                               "404": _error("no asset manifest (`INPUT_NOT_FOUND`)")},
             }},
+            "/comfyui/health": {"get": {
+                "summary": "ComfyUI's health", "operationId": "comfyuiHealth",
+                "responses": {"200": _ok("`ok` false with a `reason` when unreachable; version, devices and queue "
+                                         "when reachable; whether VIDAX started it and its pid",
+                                         {"$ref": "#/components/schemas/ComfyUIHealth"}), **AUTH},
+            }},
+            "/comfyui/start": {"post": {
+                "summary": "Make ComfyUI ready (start it when auto_start is on)", "operationId": "comfyuiStart",
+                "responses": {"202": _ok("ComfyUI is healthy", {"$ref": "#/components/schemas/ComfyUIReady"}),
+                              **AUTH,
+                              "500": _error("it did not become healthy in time (`COMFYUI_TIMEOUT`; the process "
+                                            "VIDAX started is stopped) or could not be started, exited early or "
+                                            "auto_start is off (`COMFYUI_START_FAILED`)")},
+            }},
             "/schema/job": {"get": {
                 "summary": "The job JSON Schema", "operationId": "getJobSchema",
                 "responses": {"200": _ok("docs/job.schema.json", {"type": "object"}), **AUTH},
@@ -134,6 +159,14 @@ def build_openapi(job_schema: dict[str, Any]) -> dict[str, Any]:
                 "Assets": {"type": "object", "required": ["ok", "assets"], "properties": {
                     "ok": {"type": "boolean"},
                     "assets": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Asset"}}}},
+                "ComfyUIHealth": {"type": "object", "required": ["ok", "url"], "properties": {
+                    "ok": {"type": "boolean"}, "url": {"type": "string"}, "reason": {"type": "string"},
+                    "version": {"type": ["string", "null"]}, "devices": {"type": "array"},
+                    "queue": {"type": ["object", "null"]}, "queue_length": {"type": "integer"},
+                    "started_by_vidax": {"type": "boolean"}, "pid": {"type": ["integer", "null"]}}},
+                "ComfyUIReady": {"type": "object", "required": ["ok", "status", "url"], "properties": {
+                    "ok": {"const": True}, "status": {"const": "ready"}, "url": {"type": "string"},
+                    "started": {"type": "boolean"}, "pid": {"type": ["integer", "null"]}}},
                 "Created": {"type": "object", "required": ["run_id", "status", "manifest", "workdir"],
                             "properties": {"run_id": {"type": "string"}, "status": {"const": "queued"},
                                            "manifest": {"type": "string"}, "workdir": {"type": "string"}}},

@@ -25,11 +25,19 @@ def read_json(req):
         raise ApiError(400, "VALIDATION_ERROR", "the body is empty; send the job as JSON",
                        [{"field": "(body)", "problem": "is empty"}])
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise ApiError(400, "VALIDATION_ERROR", f"the body is not valid JSON{where}",
-                       [{"field": "(body)", "problem": f"not valid JSON{where}"}]) from None
+        return json.loads(raw, parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            why = f"not valid JSON at line {exc.lineno} column {exc.colno}"
+        elif isinstance(exc, RecursionError):
+            why = "nested too deeply"
+        else:
+            why = f"not valid JSON: {exc}"
+        raise ApiError(400, "VALIDATION_ERROR", f"the body is {why}", [{"field": "(body)", "problem": why}]) from None
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a JSON value")
 
 
 class Jobs:
