@@ -101,9 +101,11 @@ class ProcessGroup:
 
     def _wait_gone(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        for _ in range(int(seconds / 0.05) + 1):  # bounded in count and in time
             if self.proc.poll() is not None and not _group_exists(self.pgid):
                 return True
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.05)
         return False
 
@@ -143,8 +145,8 @@ def run_group(argv: Sequence[str], *, timeout: float, env: dict[str, str] | None
               capture: bool = True) -> subprocess.CompletedProcess:
     """Run ``argv`` to completion as the leader of its own process group (bounded by ``timeout``).
 
-    If it overruns, or the benchmark is interrupted, the group gets SIGINT (``vidax run`` then stops the ffmpeg
-    it started, which runs in a session of its own), then SIGTERM, then SIGKILL.
+    If it overruns, or the benchmark is interrupted, the group gets SIGINT (so ``vidax run`` can stop the ffmpeg
+    it started and record the interruption), then SIGTERM, then SIGKILL.
     """
     pipe = subprocess.PIPE if capture else subprocess.DEVNULL
     proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, env=env, cwd=cwd,
@@ -188,7 +190,9 @@ def wait_ready(group: ProcessGroup, port: int, path: str = "/health", headers: d
     t0 = time.monotonic()
     deadline = t0 + timeout
     last = "no answer"
-    while time.monotonic() < deadline:
+    for _ in range(int(timeout / 0.1) + 1):  # bounded in count and in time
+        if time.monotonic() >= deadline:
+            break
         if not group.alive():
             raise RuntimeError(f"{group.name} exited with {group.proc.returncode} before it was ready:\n"
                                f"{group.log_tail()}")

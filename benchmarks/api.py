@@ -8,9 +8,11 @@ for the bare one. Measured, interleaved and in rotating order, ``--repeat`` time
 * ``vidax  GET /jobs/{id}``   (a run created with ``POST /jobs``: manifest read from disk and converted)
 * ``bare   GET /health``      (a Falcon app with one resource returning ``{"ok": true}``)
 
-Printed: median requests/s, p50/p99 latency, and the ratios vidax/bare for each route (goal >= 0.5).
+Printed: median requests/s, p50/p99 latency, the server's CPU time per request (master + workers, read from
+/proc at the start and the end of each measured window: steadier than req/s when other programs share the
+machine), and the ratios vidax/bare for each route (goal >= 0.5).
 
-    .venv/bin/python benchmarks/api.py [--workers 2] [--threads 8] [--seconds 4] [--concurrency 16] [--repeat 3]
+    .venv/bin/python benchmarks/api.py [--workers 2] [--threads 8] [--seconds 3] [--concurrency 16] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -91,16 +93,19 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workers", type=int, default=vidax_cli.DEFAULT_WORKERS, help="gunicorn workers (both servers)")
     p.add_argument("--threads", type=int, default=vidax_cli.DEFAULT_THREADS, help="threads per worker (both)")
-    p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per load run")
+    p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per load run (default 3)")
     p.add_argument("--warmup", type=float, default=0.5, help="uncounted seconds before each load run")
     p.add_argument("--concurrency", type=int, default=16, help="client threads, one keep-alive connection each")
-    p.add_argument("--repeat", type=int, default=3, help="repetitions of each measurement (median reported)")
+    p.add_argument("--repeat", type=int, default=5,
+                   help="repetitions of each measurement, interleaved (median reported, default 5)")
     p.add_argument("--max-requests", type=int, default=500_000, help="cap on requests per load run")
     p.add_argument("--keep", action="store_true", help="keep the temp folder (server logs) and print its path")
     args = p.parse_args(argv)
     for name in ("workers", "threads", "concurrency", "repeat"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
+    if args.repeat > 50 or args.concurrency > 512:
+        p.error("--repeat is at most 50, --concurrency at most 512")
     if not 0 < args.seconds <= 120:
         p.error("--seconds must be in (0, 120]")
 

@@ -159,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
     def handle(self) -> None:
         try:
             super().handle()
-        except (ConnectionError, socket.timeout, OSError):
+        except OSError:  # ConnectionError, TimeoutError
             pass  # a client that went away (killed process, closed session)
 
     def do_HEAD(self) -> None:

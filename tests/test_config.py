@@ -270,6 +270,19 @@ def test_bad_auto_start_env_value_names_the_variable(cwd, raw):
     assert raw in ei.value.message
 
 
+@pytest.mark.parametrize("raw", ["many", "0", "-1", "1.5"])
+def test_bad_executor_threads_env_value_names_the_variable(cwd, raw):
+    with pytest.raises(ConfigError) as ei:
+        load_settings(env={"VIDAX_EXECUTOR_THREADS": raw}, cwd=cwd)
+    assert "VIDAX_EXECUTOR_THREADS" in ei.value.message
+
+
+def test_executor_threads_env_beats_file(cwd):
+    write_config(cwd / "config" / "vidax.json", {"executor": {"threads": 3}})
+    assert load_settings(env={}, cwd=cwd).executor_threads == 3
+    assert load_settings(env={"VIDAX_EXECUTOR_THREADS": "5"}, cwd=cwd).executor_threads == 5
+
+
 # --------------------------------------------------------------------------- the API key
 
 

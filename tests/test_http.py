@@ -136,25 +136,25 @@ def test_body_not_json_is_400(client, inline_vidax, body):
     assert inline_vidax.store.list_runs() == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: vidax_http/resources/jobs.py read_json uses json.loads, which accepts "
-                                       "NaN/Infinity (not JSON); NaN passes the schema's number bounds, so the job is "
-                                       "accepted (202) and job.json is written with NaN")
-def test_nan_is_not_json(client, inline_vidax):
-    body = json.dumps(simple_job()).replace('"fps": 25', '"fps": NaN')
-    assert "NaN" in body
-    assert_error(client.simulate_post("/jobs", body=body), 400, "VALIDATION_ERROR")
+def test_nan_and_infinity_are_not_json(client, inline_vidax):
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        body = json.dumps(simple_job()).replace('"fps": 25', f'"fps": {constant}')
+        assert constant in body
+        assert_error(client.simulate_post("/jobs", body=body), 400, "VALIDATION_ERROR")
     assert inline_vidax.store.list_runs() == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: vidax_http/resources/jobs.py read_json catches only JSONDecodeError and "
-                                       "UnicodeDecodeError; a deeply nested body raises RecursionError, answered 500")
 def test_deeply_nested_body_is_400_not_500(client):
     body = '{"inputs": {"audio": "voice.wav"}, "metadata": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}}"
     assert_error(client.simulate_post("/jobs", body=body), 400, "VALIDATION_ERROR")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: validation.py Path.exists() raises OSError(ENAMETOOLONG) for an input "
-                                       "path component over 255 bytes; answered 500 instead of 400")
+def test_number_overflowing_a_float_is_400(client, inline_vidax):
+    body = json.dumps(simple_job(metadata={"big": "BIG"})).replace('"BIG"', "1e999")
+    assert_error(client.simulate_post("/jobs", body=body), 400, "VALIDATION_ERROR")
+    assert inline_vidax.store.list_runs() == []
+
+
 def test_overlong_input_path_is_400_not_500(client):
     r = client.simulate_post("/jobs", json=simple_job(audio="a" * 300 + ".wav"))
     assert_error(r, 400, "VALIDATION_ERROR")
@@ -258,6 +258,17 @@ def test_start_with_the_audio_gone_is_404_input_not_found(client, settings, medi
     rid = client.simulate_post("/jobs", json=simple_job(audio=str(audio))).json["run_id"]
     audio.unlink()
     assert_error(client.simulate_post(f"/jobs/{rid}/start"), 404, "INPUT_NOT_FOUND")
+
+
+def test_start_with_the_audio_no_longer_decoding_is_415(client, settings, media):
+    audio = settings.input_roots[1] / "later-garbage.wav"
+    audio.parent.mkdir(parents=True, exist_ok=True)
+    audio.write_bytes(media.wav.read_bytes())
+    rid = client.simulate_post("/jobs", json=simple_job(audio=str(audio))).json["run_id"]
+    audio.write_bytes(media.garbage_wav.read_bytes())
+    assert_error(client.simulate_post(f"/jobs/{rid}/start"), 415, "UNSUPPORTED_FORMAT")
+    body = client.simulate_get(f"/jobs/{rid}").json
+    assert body["run_status"] == "queued"  # refused before anything started
 
 
 def test_manifest_is_the_file_as_json(client, run_id, settings):

@@ -641,6 +641,13 @@ def test_real_image_and_audio(inline_vidax):
     assert not [n for n in os.listdir(wd) if n.startswith(".final")]  # no temp file beside final.mp4
 
 
+def test_real_odd_sized_image_and_stereo_audio(inline_vidax, media):
+    st = finished(inline_vidax, simple_job(audio=media.stereo_wav.name, image=media.odd_png.name))
+    info = assert_final_mp4(st["final"], 3.0, fps=25)
+    assert info.width % 2 == 0 and info.height % 2 == 0
+    assert abs(info.width - 255) <= 1 and abs(info.height - 251) <= 1
+
+
 def test_real_video_and_audio(inline_vidax, media):
     st = finished(inline_vidax, simple_job(image=None, video=media.mp4.name, fps=25))
     assert_final_mp4(st["final"], 3.0, fps=25)

@@ -132,6 +132,22 @@ def test_a_job_that_is_not_an_object(vidax, job):
     assert fields(exc) == ["(root)"]
 
 
+@pytest.mark.parametrize("dotted, value", [
+    ("encode.fps", float("nan")),
+    ("comfyui.timeout_s", float("nan")),
+    ("metadata.x", float("nan")),
+    ("metadata.x", float("inf")),
+])
+def test_non_finite_numbers_are_rejected(vidax, settings, dotted, value):
+    job = simple_job(comfyui={"enable": False})
+    section, key = dotted.split(".")
+    job.setdefault(section, {})[key] = value
+    with pytest.raises(ValidationError) as ei:
+        vidax.create_run(job)
+    assert dotted in fields(ei.value)
+    assert run_folders(settings) == []
+
+
 @pytest.mark.parametrize("path, value", [
     (("inputs", "audio"), 5),
     (("inputs", "image"), ["face.png"]),

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable
 from collections.abc import Collection
 from collections.abc import Iterable
@@ -87,37 +88,51 @@ def load_asset_manifest(path: Path, schemes: Collection[str]) -> AssetManifest:
         raise InputNotFound(f"{what} cannot be read: {exc.strerror}") from None
 
     problems = [_name_asset(p, data) for p in schema_problems("assets", data)]
-    if problems:
+    if not isinstance(data, dict) or not isinstance(data.get("assets"), list):
         raise ValidationError.from_problems(problems, what)
+    root_value = data.get("root", ".")
+    root = (path.parent / (root_value if isinstance(root_value, str) else ".")).resolve()
 
-    root = (path.parent / data.get("root", ".")).resolve()
+    # the checks a schema cannot make run on every entry that has what they need, so a manifest's problems
+    # are all reported at once
     assets: list[Asset] = []
-    seen: set[str] = set()
-    for entry in data["assets"]:
-        name = entry["name"]
+    names: set[str] = set()
+    targets: dict[Path, str] = {}
+    for i, entry in enumerate(data["assets"]):
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("name") if isinstance(entry.get("name"), str) else f"[{i}]"
         field = f"assets.{name}"
-        if name in seen:
+        if name in names:
             problems.append(Problem(f"{field}.name", "duplicate asset name"))
-        seen.add(name)
-        raw_path = Path(os.path.expanduser(entry["path"]))
-        if raw_path.is_absolute():
-            target = Path(os.path.normpath(raw_path))
-        else:
-            target = Path(os.path.normpath(root / raw_path))
-            if target != root and root not in target.parents:
-                problems.append(Problem(f"{field}.path", f"{entry['path']!r} leads out of the asset root {root}"))
-        scheme = scheme_of(entry["url"])
-        if scheme not in schemes:
-            known = ", ".join(sorted(schemes)) or "none"
-            problems.append(Problem(f"{field}.url", f"no asset source handles {scheme}:// URLs (known: {known})"))
-        assets.append(Asset(
-            name=name, url=entry["url"], path=target,
-            sha256=entry["sha256"].lower() if entry.get("sha256") else None,
-            size=entry.get("size"), on_missing=entry.get("on_missing", "download"),
-            on_hash_mismatch=entry.get("on_hash_mismatch", "fail"), headers=dict(entry.get("headers", {})),
-        ))
+        names.add(name)
+        target = None
+        if isinstance(entry.get("path"), str) and entry["path"]:
+            raw_path = Path(os.path.expanduser(entry["path"]))
+            if raw_path.is_absolute():
+                target = Path(os.path.normpath(raw_path))
+            else:
+                target = Path(os.path.normpath(root / raw_path))
+                if root not in target.parents:
+                    problems.append(Problem(f"{field}.path", f"{entry['path']!r} does not name a file inside the "
+                                                             f"asset root {root}"))
+            if target in targets:
+                problems.append(Problem(f"{field}.path", f"is also the path of asset {targets[target]!r}"))
+            targets.setdefault(target, name)
+        if isinstance(entry.get("url"), str):
+            scheme = scheme_of(entry["url"])
+            if scheme is not None and scheme not in schemes:
+                known = ", ".join(sorted(schemes)) or "none"
+                problems.append(Problem(f"{field}.url", f"no asset source handles {scheme}:// URLs (known: {known})"))
+        if not problems and target is not None:
+            assets.append(Asset(
+                name=name, url=entry["url"], path=target,
+                sha256=entry["sha256"].lower() if entry.get("sha256") else None,
+                size=entry.get("size"), on_missing=entry.get("on_missing", "download"),
+                on_hash_mismatch=entry.get("on_hash_mismatch", "fail"), headers=dict(entry.get("headers", {})),
+            ))
     if problems:
-        raise ValidationError.from_problems(problems, what)
+        raise ValidationError.from_problems(list(dict.fromkeys(problems)), what)
     return AssetManifest(path=path, root=root, assets=tuple(assets))
 
 
@@ -239,6 +254,9 @@ def check_asset(asset: Asset, cache: HashCache) -> AssetState:
         return state
     except OSError as exc:
         state.error = f"cannot stat: {exc.strerror}"
+        return state
+    if not stat.S_ISREG(st.st_mode):
+        state.error = "something that is not a file is in its place"
         return state
     state.size = st.st_size
     if not asset.sha256:

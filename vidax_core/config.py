@@ -104,8 +104,11 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     if ffmpeg and ("/" in ffmpeg or os.sep in ffmpeg):
         ffmpeg = str(_resolve(ffmpeg, cwd if env.get("VIDAX_FFMPEG") else base))
 
+    url = (env.get("VIDAX_COMFYUI_URL") or comfy.get("url") or DEFAULT_COMFYUI_URL).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"VIDAX_COMFYUI_URL={url!r} is not an http:// or https:// URL")
     comfyui = ComfyUISettings(
-        url=(env.get("VIDAX_COMFYUI_URL") or comfy.get("url") or DEFAULT_COMFYUI_URL).rstrip("/"),
+        url=url,
         auto_start=_env_bool(env, "VIDAX_COMFYUI_AUTO_START", comfy.get("auto_start", False)),
         command=tuple(comfy["command"]) if comfy.get("command") else None,
         cwd=_resolve(comfy["cwd"], base) if comfy.get("cwd") else None,
@@ -152,7 +155,7 @@ def _resolve(value: str, base: Path) -> Path:
 
 def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
-    if raw is None:
+    if raw is None or not raw.strip():  # set but empty: as if unset, like every other variable
         return bool(default)
     value = raw.strip().lower()
     if value in TRUE:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,8 @@ class Vidax:
         self.store = RunStore(settings.runs_dir, clock=clock)
         self.locks = locks or FileRunLocks(self.store.runs_dir)
         self.comfyui = ComfyUIProcess(settings.comfyui, self.store.runs_dir / ".comfyui")
-        self.runner = Runner(self.store, self.registry, settings, comfyui=self.comfyui)
         self.assets = AssetManager(settings.assets_config, self.registry)
+        self.runner = Runner(self.store, self.registry, settings, comfyui=self.comfyui, assets=self.assets)
         if executor == "inline":
             self.executor: Executor = InlineExecutor(self._execute)
         elif callable(executor):
@@ -91,7 +92,8 @@ class Vidax:
 
     def validate(self, raw: Any):
         """Validate a job as sent; returns the normalized :class:`~vidax_core.models.Job` or raises."""
-        return validate_job(raw, ValidationContext(settings=self.settings, registry=self.registry))
+        return validate_job(raw, ValidationContext(settings=self.settings, registry=self.registry,
+                                                   assets=self.assets, comfyui=self.comfyui))
 
     def create_run(self, raw: Any) -> dict[str, Any]:
         """Validate ``raw`` and create its run (``queued``).
@@ -172,7 +174,10 @@ class Vidax:
                 continue
             if phase.enabled(job):
                 pending.append((name, phase))
-        needed = [a for _, phase in pending for a in getattr(phase, "required_assets", lambda job: [])(job)]
+        needed = []
+        for name, phase in pending:
+            if hasattr(phase, "required_assets"):
+                needed.extend(phase.required_assets(self.runner.context(manifest, name)) or [])
         self.assets.require(needed)
         for name, phase in pending:
             phase.preflight(self.runner.context(manifest, name))
@@ -202,26 +207,27 @@ class Vidax:
     # ---------------------------------------------------------------- reading
 
     def status(self, run_id: str) -> dict[str, Any]:
-        """The run's status as ``GET /jobs/{id}`` shows it."""
-        manifest = self._load_checked(run_id)
-        phases = {}
-        for name, state in manifest.phases.items():
-            phases[name] = converter.unstructure(state)
-        final = manifest.outputs.get("final")
+        """The run's status as ``GET /jobs/{id}`` shows it (built from the manifest file as it is: the hot
+        path of polling clients, so the job is not structured into models here)."""
+        m = self.store.read_manifest_raw(run_id)
+        if m.get("run_status") == "running" and not self.locks.held_here(run_id):
+            m = converter.unstructure(self._load_checked(run_id))
+        final = (m.get("outputs") or {}).get("final")
+        phases = dict(m["phases"])
         return {
             "ok": True,
-            "run_id": manifest.run_id,
-            "run_status": manifest.run_status,
-            "exit_status": manifest.exit_status,
+            "run_id": m["run_id"],
+            "run_status": m["run_status"],
+            "exit_status": m["exit_status"],
             "phases": phases,
-            "manifest": str(Path(manifest.workdir) / "manifest.json"),
-            "workdir": manifest.workdir,
-            "final": final if final and Path(final).is_file() else None,
-            "error": converter.unstructure(manifest.error),
-            "attempt": manifest.attempt,
-            "resumed": manifest.resumed,
-            "created_at": manifest.created_at,
-            "updated_at": manifest.updated_at,
+            "manifest": str(Path(m["workdir"]) / "manifest.json"),
+            "workdir": m["workdir"],
+            "final": final if final and os.path.isfile(final) else None,
+            "error": m.get("error"),
+            "attempt": m.get("attempt", 0),
+            "resumed": m.get("resumed", False),
+            "created_at": m["created_at"],
+            "updated_at": m["updated_at"],
         }
 
     def manifest_path(self, run_id: str) -> Path:

@@ -221,6 +221,9 @@ class Installer:
                                           progress)
             except FetchError as exc:
                 if not exc.transient:
+                    if part.exists() and part.stat().st_size == 0:  # nothing worth resuming
+                        part.unlink(missing_ok=True)
+                        meta_path.unlink(missing_ok=True)
                     raise InstallFailed(exc.message) from None
                 if attempt >= self.attempts:
                     raise InstallFailed(f"{exc.message} (gave up after {attempt} attempts)") from None

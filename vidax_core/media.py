@@ -68,31 +68,35 @@ def probe(path: str | os.PathLike) -> MediaInfo:
 
     try:
         with av.open(str(path)) as c:
-            v = c.streams.video[0] if c.streams.video else None
-            a = c.streams.audio[0] if c.streams.audio else None
-            duration = c.duration / 1_000_000 if c.duration is not None else None
-            if duration is None:
-                for s in (a, v):
-                    if s is not None and s.duration is not None:
-                        duration = float(s.duration * s.time_base)
-                        break
-            rate = (v.average_rate or v.guessed_rate or v.base_rate) if v is not None else None
-            return MediaInfo(
-                format=c.format.name,
-                duration=duration,
-                has_video=v is not None,
-                has_audio=a is not None,
-                vcodec=v.codec_context.name if v is not None else None,
-                pix_fmt=(v.codec_context.format.name if v is not None and v.codec_context.format else None),
-                width=v.codec_context.width if v is not None else None,
-                height=v.codec_context.height if v is not None else None,
-                fps=float(rate) if rate else None,
-                acodec=a.codec_context.name if a is not None else None,
-                sample_rate=a.codec_context.sample_rate if a is not None else None,
-                channels=a.codec_context.channels if a is not None else None,
-            )
+            return _info(c)
     except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
         raise UnsupportedFormat(f"{Path(path).name} is not a media file VIDAX can read: {_av_reason(exc)}") from None
+
+
+def _info(c) -> MediaInfo:
+    v = c.streams.video[0] if c.streams.video else None
+    a = c.streams.audio[0] if c.streams.audio else None
+    duration = c.duration / 1_000_000 if c.duration is not None else None
+    if duration is None:
+        for s in (a, v):
+            if s is not None and s.duration is not None:
+                duration = float(s.duration * s.time_base)
+                break
+    rate = (v.average_rate or v.guessed_rate or v.base_rate) if v is not None else None
+    return MediaInfo(
+        format=c.format.name,
+        duration=duration,
+        has_video=v is not None,
+        has_audio=a is not None,
+        vcodec=v.codec_context.name if v is not None else None,
+        pix_fmt=(v.codec_context.format.name if v is not None and v.codec_context.format else None),
+        width=v.codec_context.width if v is not None else None,
+        height=v.codec_context.height if v is not None else None,
+        fps=float(rate) if rate else None,
+        acodec=a.codec_context.name if a is not None else None,
+        sample_rate=a.codec_context.sample_rate if a is not None else None,
+        channels=a.codec_context.channels if a is not None else None,
+    )
 
 
 def check_audio(path: str | os.PathLike, field: str = "inputs.audio") -> MediaInfo:
@@ -115,6 +119,7 @@ def check_audio(path: str | os.PathLike, field: str = "inputs.audio") -> MediaIn
         with av.open(str(p)) as c:
             if not c.streams.audio:
                 raise UnsupportedFormat(f"{field}: {p.name} holds no audio stream")
+            info = _info(c)
             decoded = 0
             for frame in c.decode(audio=0):
                 decoded += frame.samples
@@ -122,11 +127,11 @@ def check_audio(path: str | os.PathLike, field: str = "inputs.audio") -> MediaIn
                     break
             if decoded == 0:
                 raise UnsupportedFormat(f"{field}: {p.name} holds no decodable audio")
+            return info
     except UnsupportedFormat:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise UnsupportedFormat(f"{field}: {p.name} does not decode as audio: {_av_reason(exc)}") from None
-    return probe(p)
 
 
 def audio_duration(path: str | os.PathLike) -> float:
@@ -234,6 +239,7 @@ def ffmpeg_to_file(
     duration: float | None = None,
     on_progress: ProgressFn | None = None,
     replace: bool = True,
+    cwd: str | os.PathLike | None = None,
 ) -> None:
     """Run ffmpeg writing to a temp file beside ``dest``; rename it to ``dest`` only when ffmpeg succeeded.
 
@@ -246,7 +252,8 @@ def ffmpeg_to_file(
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     os.close(fd)
     try:
-        run_ffmpeg([*args, "-f", fmt, tmp], ffmpeg=ffmpeg, what=what, duration=duration, on_progress=on_progress)
+        run_ffmpeg([*args, "-f", fmt, tmp], ffmpeg=ffmpeg, what=what, duration=duration, on_progress=on_progress,
+                   cwd=cwd)
         if replace:
             os.replace(tmp, dest)
         else:

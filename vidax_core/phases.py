@@ -51,8 +51,8 @@ class Phase(Protocol):
     def allow_passthrough(self, job: Job) -> bool:
         """Whether the run goes on (with the video as it was) when this phase fails."""
 
-    def required_assets(self, job: Job) -> list[str]:
-        """Names of asset-manifest entries that must be present and verified to start ``job`` (optional)."""
+    def required_assets(self, ctx: PhaseContext) -> list[str]:
+        """Names of asset-manifest entries that must be present and verified to start the run (optional)."""
 
 
 class BasePhase:
@@ -77,7 +77,7 @@ class BasePhase:
         section = getattr(job, self.name, None)
         return bool(getattr(section, "allow_passthrough", False))
 
-    def required_assets(self, job: Job) -> list[str]:
+    def required_assets(self, ctx: PhaseContext) -> list[str]:
         return []
 
     def __repr__(self) -> str:
@@ -86,10 +86,12 @@ class BasePhase:
 
 @define
 class ValidationContext:
-    """What a phase's ``validate`` may consult: the settings and the plugin registry."""
+    """What a phase's ``validate`` may consult: the settings, the plugin registry, the assets and ComfyUI."""
 
     settings: Settings
     registry: Registry
+    assets: Any = None
+    comfyui: Any = None
 
 
 EventFn = Callable[..., None]
@@ -112,8 +114,12 @@ class PhaseContext:
     emit: EventFn
     # the supervised ComfyUI server (vidax_core.comfyui.ComfyUIProcess): health, ensure, its URL
     comfyui: Any = None
+    # the asset manager (vidax_core.assets.AssetManager): status and require() of manifest entries
+    assets: Any = None
     # outputs of the completed phases before this one, in pipeline order: {phase: {key: relative path}}
     previous: dict[str, dict[str, Any]] = field(factory=dict)
+    # facts about this phase for its manifest entry (``provider``, ``reason``), set with :meth:`note`
+    notes: dict[str, Any] = field(factory=dict)
     _last_progress: list[float] = field(factory=lambda: [0.0, -1.0])
 
     # ---------------------------------------------------------------- paths
@@ -161,6 +167,31 @@ class PhaseContext:
             if isinstance(frames, str):
                 return str(self.workdir / frames), outputs.get("fps")
         return None
+
+    def video_file(self) -> Path | None:
+        """The best video so far as a file: :meth:`input_video`, or the earlier phase's frames encoded into
+        ``<phase>/input.mp4`` (at their frame rate, near-lossless) for phases that need a video file."""
+        video = self.input_video()
+        if video is not None:
+            return video
+        frames = self.input_frames()
+        if frames is None:
+            return None
+        pattern, rate = frames
+        out = self.output("input.mp4")
+        if not out.exists():
+            from .media import ffmpeg_to_file
+
+            fps = f"{rate or self.job.encode.fps:g}"
+            ffmpeg_to_file(out, ["-framerate", fps, "-start_number", "1", "-i", pattern,
+                                 "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2,format=yuv420p",
+                                 "-c:v", "libx264", "-preset", "veryfast", "-crf", "12", "-r", fps],
+                           ffmpeg=self.ffmpeg, fmt="mp4", what="frames to video")
+        return out
+
+    def note(self, **facts: Any) -> None:
+        """Record facts for this phase's manifest entry: ``provider`` and ``reason`` (why it could not run)."""
+        self.notes.update(facts)
 
     # ---------------------------------------------------------------- tools
 

@@ -33,7 +33,10 @@ ENTRY_POINT_GROUP = "vidax"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "vidax_plugins.prepare",
     "vidax_plugins.comfyui_phase",
+    "vidax_plugins.stabilize",
+    "vidax_plugins.lipsync",
     "vidax_plugins.encode",
+    "vidax_plugins.command_provider",
     "vidax_plugins.file_source",
     "vidax_plugins.http_source",
 )

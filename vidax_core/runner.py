@@ -31,11 +31,13 @@ log = logging.getLogger("vidax.runner")
 class Runner:
     """Executes runs; holds no per-run state between calls."""
 
-    def __init__(self, store: RunStore, registry: Registry, settings: Settings, comfyui: Any = None):
+    def __init__(self, store: RunStore, registry: Registry, settings: Settings, comfyui: Any = None,
+                 assets: Any = None):
         self.store = store
         self.registry = registry
         self.settings = settings
         self.comfyui = comfyui
+        self.assets = assets
 
     def context(self, manifest: Manifest, phase_name: str) -> PhaseContext:
         """The context of ``phase_name`` in ``manifest``'s run: paths, job, settings, the event sink."""
@@ -52,7 +54,7 @@ class Runner:
 
         return PhaseContext(run_id=run_id, workdir=self.store.workdir(run_id), phase=phase_name, job=manifest.job,
                             settings=self.settings, registry=self.registry, emit=emit, previous=previous,
-                            comfyui=self.comfyui)
+                            comfyui=self.comfyui, assets=self.assets)
 
     def run(self, run_id: str) -> Manifest:
         """Execute the run ``run_id``, which the caller has marked ``running`` and holds the lock of."""
@@ -107,21 +109,34 @@ class Runner:
             outputs = phase.run(ctx) or {}
         except Exception as exc:
             error = ErrorInfo.from_exception(exc)
-            if not isinstance(exc, VidaxError):
+            data: dict[str, Any] = {"code": error.code, "seconds": round(time.monotonic() - t0, 3)}
+            if isinstance(exc, VidaxError):
+                if exc.details is not None:
+                    data["details"] = exc.details  # e.g. ffmpeg's command line and stderr tail
+            else:
                 log.exception("run %s: phase %s raised an unexpected error", run_id, name)
                 error = ErrorInfo(code="INTERNAL_ERROR", message=f"{type(exc).__name__}: {exc}")
+                data["code"] = error.code
             state.error = error
+            self._apply_notes(state, ctx)
             self._finish_phase(manifest, name, state, "failed")
-            self.store.emit(run_id, "phase.failed", phase=name, message=error.message,
-                            data={"code": error.code, "seconds": round(time.monotonic() - t0, 3)})
+            self.store.emit(run_id, "phase.failed", phase=name, message=error.message, data=data)
             self._after(ctx, phase, state)
             return False
+        self._apply_notes(state, ctx)
         state.outputs = dict(outputs)
         self._finish_phase(manifest, name, state, "completed")
         self.store.emit(run_id, "phase.completed", phase=name,
                         data={"outputs": state.outputs, "seconds": round(time.monotonic() - t0, 3)})
         self._after(ctx, phase, state)
         return True
+
+    @staticmethod
+    def _apply_notes(state: PhaseState, ctx: PhaseContext) -> None:
+        if "provider" in ctx.notes:
+            state.provider = ctx.notes["provider"]
+        if "reason" in ctx.notes:
+            state.reason = ctx.notes["reason"]
 
     def _after(self, ctx: PhaseContext, phase: Any, state: PhaseState) -> None:
         if phase is None:

@@ -54,7 +54,7 @@ def schema_problems(name: str, instance: Any) -> list[Problem]:
     names that key, so a user reads which field to fix rather than which object."""
     problems: list[Problem] = []
     for err in _validator(name).iter_errors(instance):
-        problems.extend(_explain(err))
+        problems.extend(explain_error(err))
     # stable and free of repeats (if/then/else can report one missing key twice)
     seen: dict[Problem, None] = {}
     for p in sorted(problems, key=lambda p: p.field):
@@ -62,7 +62,7 @@ def schema_problems(name: str, instance: Any) -> list[Problem]:
     return list(seen)
 
 
-def _explain(err: jsonschema.ValidationError) -> list[Problem]:
+def explain_error(err: jsonschema.ValidationError) -> list[Problem]:
     path = list(err.absolute_path)
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         allowed = set(err.schema.get("properties", {}))

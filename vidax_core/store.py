@@ -52,11 +52,12 @@ def iso(dt: datetime) -> str:
 
 
 def new_run_id(now: datetime, token: str | None = None) -> str:
-    """``20261130T001502Z-9f3a1c2be4``: UTC creation second, then 40 random bits.
+    """``20261130T001502Z-0c3e19f3a1``: the UTC creation second, the microsecond (5 hex digits), 20 random bits.
 
-    Sorts by creation time (to the second); URL-safe; unique with overwhelming probability, and
+    Sorts by creation time (to the microsecond); URL-safe; unique with overwhelming probability, and
     :meth:`RunStore.create` retries on the rare collision."""
-    return now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + (token or secrets.token_hex(5))
+    stamp = now.astimezone(timezone.utc)
+    return stamp.strftime("%Y%m%dT%H%M%SZ") + f"-{stamp.microsecond:05x}" + (token or secrets.token_hex(3)[:5])
 
 
 def is_run_id(value: str) -> bool:
@@ -146,9 +147,12 @@ class RunStore:
 
     # ---------------------------------------------------------------- read / write
 
+    def read_manifest_raw(self, run_id: str) -> dict[str, Any]:
+        """``manifest.json`` as a dict, unvalidated (for fast reads)."""
+        return json.loads(self.manifest_path(run_id).read_text(encoding="utf-8"))
+
     def load_manifest(self, run_id: str) -> Manifest:
-        path = self.manifest_path(run_id)
-        return converter.structure(json.loads(path.read_text(encoding="utf-8")), Manifest)
+        return converter.structure(self.read_manifest_raw(run_id), Manifest)
 
     def load_job(self, run_id: str) -> Job:
         path = self.require(run_id) / JOB

@@ -6,6 +6,7 @@ job free of them has its audio probed, which is the 415 ``UNSUPPORTED_FORMAT``.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ def validate_job(raw: Any, ctx: ValidationContext) -> Job:
     :raises UnsupportedFormat: (415) the audio's extension is not supported or it does not decode.
     """
     problems = schema_problems("job", raw)
+    problems.extend(Problem(f, "must be a finite number") for f in _non_finite(raw))
     settings = ctx.settings
     if not isinstance(raw, dict):
         raise ValidationError.from_problems(problems or [Problem("(root)", "must be a JSON object")])
@@ -144,6 +146,17 @@ def _phase_problems(job: Job, ctx: ValidationContext) -> list[Problem]:
         if phase is not None and phase.enabled(job):
             problems.extend(phase.validate(job, ctx) or [])
     return problems
+
+
+def _non_finite(value: Any, path: str = "") -> list[str]:
+    """Fields holding NaN or infinity (Python callers can pass them; they are not JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [path or "(root)"]
+    if isinstance(value, dict):
+        return [f for k, v in value.items() for f in _non_finite(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [f for i, v in enumerate(value) for f in _non_finite(v, f"{path}[{i}]")]
+    return []
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

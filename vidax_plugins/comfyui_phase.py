@@ -31,7 +31,6 @@ from vidax_core.errors import PhaseFailed
 from vidax_core.errors import Problem
 from vidax_core.media import ffmpeg_to_file
 from vidax_core.media import probe
-from vidax_core.validation import inside_roots
 
 
 def workflow_bases(settings) -> list[Path]:
@@ -43,17 +42,14 @@ def workflow_bases(settings) -> list[Path]:
 
 
 def resolve_workflow(ref, settings):
-    """The workflow object of ``ref`` (a path or the object). Paths must stay inside the input roots or the
-    config folder (a job cannot make VIDAX send an arbitrary file to ComfyUI)."""
+    """The workflow object of ``ref``: the object itself, or the API-format JSON file it names (absolute, or
+    relative to the first input root, then to the config file's folder)."""
     if isinstance(ref, dict):
         return load_workflow(ref)
-    allowed = (*settings.input_roots, *([settings.config_file.parent] if settings.config_file else []))
-    candidates = [Path(os.path.expanduser(ref))] if os.path.isabs(os.path.expanduser(ref)) else \
-        [base / ref for base in workflow_bases(settings)]
+    expanded = os.path.expanduser(ref)
+    candidates = [Path(expanded)] if os.path.isabs(expanded) else [base / ref for base in workflow_bases(settings)]
     for path in candidates:
         if path.is_file():
-            if not inside_roots(path, allowed):
-                raise ValueError(f"workflow {ref} is outside the input roots and the config folder")
             return load_workflow(str(path))
     raise ValueError(f"workflow file not found: {ref} (looked in {', '.join(str(c.parent) for c in candidates)})")
 

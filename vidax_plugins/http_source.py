@@ -52,7 +52,8 @@ class HttpSource:
         try:
             resp = self.session.get(url, headers=hdrs, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
         except requests.RequestException as exc:
-            raise FetchError(f"{redact_url(url)}: {type(exc).__name__}: {exc}", transient=True) from None
+            # requests' own message repeats the URL, query and all (a signed URL's token): name the kind only
+            raise FetchError(f"{redact_url(url)}: {_kind(exc)}", transient=True) from None
         with resp:
             if resp.status_code == 416 and resume_from > 0:
                 # the partial file is as long as the resource (or longer): let the caller verify it
@@ -88,6 +89,18 @@ class HttpSource:
                 dest.flush()
                 raise FetchError(f"{redact_url(url)}: got {done} of {total} bytes", transient=True)
         return done
+
+
+def _kind(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, requests.ReadTimeout):
+        return "no data in time (read timeout)"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS error"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection failed (refused, reset or host unreachable)"
+    return type(exc).__name__
 
 
 def _chunks(resp: requests.Response):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import falcon
 
@@ -16,16 +17,18 @@ MAX_BODY = 16 * 1024 * 1024  # inline workflows can be large; anything bigger is
 def read_json(req):
     """The request body as JSON, whatever its Content-Type (``curl -d`` sends a form type)."""
     length = req.content_length
+    too_large = ApiError(400, "VALIDATION_ERROR", f"the body is larger than {MAX_BODY} bytes",
+                         [{"field": "(body)", "problem": f"larger than {MAX_BODY} bytes"}])
     if length is not None and length > MAX_BODY:
-        raise ApiError(413, "VALIDATION_ERROR", f"the body is larger than {MAX_BODY} bytes")
+        raise too_large
     raw = req.bounded_stream.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
-        raise ApiError(413, "VALIDATION_ERROR", f"the body is larger than {MAX_BODY} bytes")
+        raise too_large
     if not raw.strip():
         raise ApiError(400, "VALIDATION_ERROR", "the body is empty; send the job as JSON",
                        [{"field": "(body)", "problem": "is empty"}])
     try:
-        return json.loads(raw, parse_constant=_no_constants)
+        return json.loads(raw, parse_constant=_no_constants, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         if isinstance(exc, json.JSONDecodeError):
             why = f"not valid JSON at line {exc.lineno} column {exc.colno}"
@@ -38,6 +41,13 @@ def read_json(req):
 
 def _no_constants(name: str):
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return value
 
 
 class Jobs:
@@ -78,7 +88,9 @@ def _send_file(resp, path, content_type):
 
 
 class UnknownRun:
-    """A sink for ``/jobs/...`` paths no route matched (e.g. an encoded ``/`` in the id): 404 ``RUN_NOT_FOUND``."""
+    """A sink for ``/jobs/...`` paths no route matched (an encoded ``/`` or ``..`` in the id, extra segments):
+    404 ``RUN_NOT_FOUND``. The path arrives decoded, so ``/jobs/ID%2F..`` and ``/jobs/ID/..`` look alike; both
+    name no run."""
 
     def __call__(self, req, resp, **kwargs):
-        raise RunNotFound("no such run")
+        raise RunNotFound(f"no run at {req.path[:120]!r}; runs are at /jobs/{{run_id}}[/start|/manifest|/logs]")
