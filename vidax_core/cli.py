@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
                                        "the ComfyUI that VIDAX started (never another).")
     comfy.add_argument("action", choices=["health", "start", "stop"])
     comfy.set_defaults(func=cmd_comfyui)
+
+    plugins = sub.add_parser("plugins", help="list the loaded plugins and what they add",
+                             description="List the plugins (builtin and from the 'vidax' entry-point group), the "
+                                         "phases, asset URL schemes and lip-sync provider types they add, and any "
+                                         "plugin that failed to load. Exit 1 when one failed.")
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+    plugins.set_defaults(func=cmd_plugins)
     return parser
 
 
@@ -120,6 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _err(exc.message)
         return EXIT_INVALID
+    _report_plugins()
     _recover_interrupted(settings)
     argv = [
         sys.executable, "-m", "gunicorn", WSGI_APP,
@@ -141,6 +149,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_FAILED  # pragma: no cover - execv does not return
 
 
+def _report_plugins() -> None:
+    """Say at start which plugins failed to load (the others are served regardless)."""
+    from .plugins import Registry
+    from .plugins import get_plugin_manager
+
+    logging.getLogger("vidax.plugins").disabled = True  # reported once, below, instead of logged
+    try:
+        info = Registry.build(get_plugin_manager()).describe()
+    finally:
+        logging.getLogger("vidax.plugins").disabled = False
+    for f in info["failures"]:
+        _err(f"plugin {f['name']} failed to load and is switched off: {f['error']}")
+    third = [p["name"] for p in info["plugins"] if p["package"]]
+    if third:
+        _err(f"third-party plugins: {', '.join(third)}")
+
+
 def _recover_interrupted(settings) -> None:
     """Mark runs left ``running`` by a server that died as failed (``RUN_INTERRUPTED``) before serving."""
     from .core import Vidax
@@ -152,6 +177,30 @@ def _recover_interrupted(settings) -> None:
         vx.close()
     if found:
         _err(f"{len(found)} interrupted run(s) marked failed (RUN_INTERRUPTED): {', '.join(found[:10])}")
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import Registry
+    from .plugins import get_plugin_manager
+
+    info = Registry.build(get_plugin_manager()).describe()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for p in info["plugins"]:
+            origin = f" ({p['package']})" if p["package"] else ""
+            print(f"{p['name']}{origin}")
+            for r in p["registers"]:
+                print(f"    {r}")
+        print(f"phases: {', '.join(info['phases'])}")
+        print(f"asset URL schemes: {', '.join(info['asset_schemes'])}")
+        print(f"lip-sync provider types: {', '.join(info['lipsync_provider_types'])}")
+        for f in info["failures"]:
+            print(f"FAILED to load plugin {f['name']}: {f['error']}")
+    return EXIT_FAILED if info["failures"] else EXIT_OK
 
 
 # --------------------------------------------------------------------------- comfyui

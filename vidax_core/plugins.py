@@ -37,6 +37,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "vidax_plugins.lipsync",
     "vidax_plugins.encode",
     "vidax_plugins.command_provider",
+    "vidax_plugins.comfyui_provider",
     "vidax_plugins.file_source",
     "vidax_plugins.http_source",
 )
@@ -197,3 +198,25 @@ class Registry:
 
     def plugin_names(self) -> list[str]:
         return sorted(name for name, _ in self.pm.list_name_plugin())
+
+    def describe(self) -> dict[str, Any]:
+        """What is loaded, for ``vidax plugins`` and start-up logs: plugins with their hooks, what they
+        registered, and the plugins that failed to load."""
+        owners: dict[str, list[str]] = {}
+        for (kind, key), plugin in self._owners.items():
+            owners.setdefault(plugin, []).append(f"{kind} {key}")
+        dists = getattr(self.pm, "vidax_dists", {})
+        plugins = []
+        for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda x: str(x[0])):
+            if plugin is None:
+                continue
+            hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+            plugins.append({"name": name, "package": dists.get(name), "hooks": hooks,
+                            "registers": sorted(owners.get(name, []))})
+        return {
+            "plugins": plugins,
+            "phases": [name for name, phase in self.pipeline() if phase is not None],
+            "asset_schemes": sorted(self.sources),
+            "lipsync_provider_types": sorted(self.provider_types),
+            "failures": [{"name": f.name, "error": f.error} for f in getattr(self.pm, "vidax_failures", [])],
+        }

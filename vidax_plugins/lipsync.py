@@ -15,6 +15,7 @@ from vidax_core.errors import PhaseFailed
 from vidax_core.errors import Problem
 from vidax_core.errors import UnsupportedFormat
 from vidax_core.errors import ValidationError
+from vidax_core.errors import VidaxError
 from vidax_core.lipsync import Providers
 from vidax_core.media import probe
 
@@ -48,8 +49,15 @@ class Lipsync(BasePhase):
     def preflight(self, ctx):
         provider = providers_of(ctx).get(ctx.job.lipsync.provider)
         check = getattr(provider, "preflight", None)
-        if check is not None and not ctx.job.lipsync.allow_passthrough:
-            check(ctx)
+        if check is None:
+            return
+        try:
+            check(ctx)  # e.g. a comfyui provider makes sure ComfyUI is up (starting it with auto_start)
+        except VidaxError as exc:
+            if not ctx.job.lipsync.allow_passthrough:
+                raise
+            # with passthrough the run may go on without lip-sync; the provider will be unavailable then
+            ctx.event("lipsync.preflight_failed", exc.message, {"code": exc.code})
 
     def run(self, ctx):
         name = ctx.job.lipsync.provider
