@@ -143,6 +143,24 @@ class TargetLock:
             self._mutex.release()
 
 
+def _with_log(asset: Asset, progress: Progress | None) -> Progress:
+    """``progress`` plus a line in the server log every 10 % (or 30 s), so a long install shows there too."""
+    state = {"step": -1, "at": time.monotonic()}
+
+    def report(done: int, total: int | None) -> None:
+        if progress is not None:
+            progress(done, total)
+        total = total or asset.size
+        step = int(10 * done / total) if total else -1
+        now = time.monotonic()
+        if step > state["step"] or now - state["at"] >= 30:
+            state["step"], state["at"] = max(step, state["step"]), now
+            share = f" ({100 * done / total:.0f}%)" if total else ""
+            log.info("asset %s: %d bytes%s", asset.name, done, share)
+
+    return report
+
+
 class Installer:
     """Ensures assets by their policies through the registry's asset sources."""
 
@@ -208,6 +226,7 @@ class Installer:
         from_scratch_retry = True
         attempt = 0
         t0 = time.monotonic()
+        progress = _with_log(asset, progress)
         while True:
             attempt += 1
             resume_from = part.stat().st_size if part.exists() else 0
