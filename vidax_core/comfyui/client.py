@@ -258,8 +258,7 @@ class ComfyUIClient:
             if kind == "execution_error" and data.get("prompt_id") == prompt_id:
                 raise execution_error(data)
             if kind == "execution_interrupted" and data.get("prompt_id") == prompt_id:
-                raise ComfyUIExecutionError(f"ComfyUI interrupted the prompt at node {data.get('node_id')} "
-                                            f"({data.get('node_type')})", code="COMFYUI_INTERRUPTED")
+                raise interrupted(data)
             if kind == "execution_success" and data.get("prompt_id") == prompt_id:
                 return True
             if kind == "executing" and data.get("prompt_id") == prompt_id and data.get("node") is None:
@@ -300,8 +299,7 @@ class ComfyUIClient:
             if kind == "execution_error":
                 raise execution_error(data)
             if kind == "execution_interrupted":
-                raise ComfyUIExecutionError(f"ComfyUI interrupted the prompt at node {data.get('node_id')} "
-                                            f"({data.get('node_type')})", code="COMFYUI_INTERRUPTED")
+                raise interrupted(data)
         raise ComfyUIExecutionError(f"ComfyUI ended prompt {prompt_id} with status {status.get('status_str')!r}")
 
     def _check_alive(self) -> None:
@@ -446,3 +444,9 @@ def execution_error(data: dict[str, Any]) -> ComfyUIExecutionError:
         details={"node_id": data.get("node_id"), "node_type": data.get("node_type"),
                  "exception_type": data.get("exception_type"), "exception_message": message},
     )
+
+
+def interrupted(data: dict[str, Any]) -> ComfyUIExecutionError:
+    """ComfyUI's ``execution_interrupted`` (somebody pressed cancel, or VIDAX's own timeout) as a phase failure."""
+    return ComfyUIExecutionError(f"ComfyUI interrupted the prompt at node {data.get('node_id')} "
+                                 f"({data.get('node_type')})", code="COMFYUI_INTERRUPTED")
