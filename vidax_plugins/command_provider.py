@@ -12,7 +12,8 @@ An entry of the providers file::
     }
 
 Placeholders in ``command`` (and in a rendered ``config_template``): ``{video}`` the face video (re-timed to
-``video_fps`` when set), ``{audio}`` the prepared WAV, ``{audio_16k}`` a 16 kHz mono WAV, ``{output}``
+``video_fps`` when set), ``{audio}`` the prepared WAV, ``{audio_16k}`` a 16 kHz mono WAV, ``{image}`` the job's
+image (for image-driven tools such as SadTalker), ``{output}``
 (``lipsync/output.mp4``), ``{output_dir}`` (a folder for tools that name their own file; the output is then
 found by ``output_glob``), ``{fps}``, ``{workdir}``, ``{scratch}``, ``{config}`` (the rendered config file) and
 every option (``options`` gives the defaults and the names a job may set in ``lipsync.options``).
@@ -45,7 +46,7 @@ from vidax_core.media import ffmpeg_to_file
 from vidax_core.media import probe
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-BUILTIN_NAMES = ("video", "audio", "audio_16k", "output", "output_dir", "fps", "workdir", "scratch", "config")
+BUILTIN_NAMES = ("video", "audio", "audio_16k", "image", "output", "output_dir", "fps", "workdir", "scratch", "config")
 DEFAULT_SCRATCH_DIRS = ("temp", "tmp", "results", "result", "output", "outputs")
 DEFAULT_ERROR_PATTERNS = (
     {"pattern": r"(?i)(face not detected|no face|could not find (a |any )?face|faces? (were|was) not detected)",
@@ -211,6 +212,12 @@ class CommandProvider:
             ffmpeg_to_file(a16, ["-i", str(audio), "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le"],
                            ffmpeg=ctx.ffmpeg, fmt="wav", what="16 kHz mono audio")
             values["audio_16k"] = str(a16)
+        image = ctx.inputs.get("image")
+        if image is not None:
+            values["image"] = str(image)
+        elif any("{image}" in a for a in self.command):
+            raise PhaseFailed(f"provider {self.name!r} needs {{image}} (inputs.image), which the job does not give",
+                              code="LIPSYNC_UNAVAILABLE")
         values.update(self.options)
         values.update({k: _text(v) for k, v in ctx.job.lipsync.options.items()})
         return values
