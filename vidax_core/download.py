@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import random
 import re
 import shutil
@@ -59,18 +60,38 @@ class InstallFailed(Exception):
 class HashingWriter:
     """A file wrapper that hashes what is written sequentially, so the final check needs no second read.
 
-    Any write that is not at the end of what was hashed so far (a source seeking elsewhere) makes the running
-    hash invalid, and the whole file is hashed again at the end: the check always covers the whole file."""
+    The hash runs on a thread of its own, fed through a bounded queue: hashlib releases the GIL, so hashing
+    overlaps receiving and writing instead of adding to them. Any write that is not at the end of what was hashed
+    so far (a source seeking elsewhere) makes the running hash invalid, and the whole file is hashed again at the
+    end: the check always covers the whole file. Call :meth:`digest` (or :meth:`close`) to end the thread.
+    """
+
+    _RESET = object()
+    _END = object()
 
     def __init__(self, f, hashed_prefix: int, hasher):
         self._f = f
-        self._hasher = hasher
         self._hashed = hashed_prefix
         self.valid = True
+        self._hasher = hasher
+        self._queue: queue.Queue = queue.Queue(maxsize=32)
+        self._thread = threading.Thread(target=self._hash_loop, name="vidax-sha256", daemon=True)
+        self._thread.start()
+        self._done = False
+
+    def _hash_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if item is self._RESET:
+                self._hasher = hashlib.sha256()
+            else:
+                self._hasher.update(item)
 
     def write(self, data) -> int:
         if self.valid and self._f.tell() == self._hashed:
-            self._hasher.update(data)
+            self._queue.put(bytes(data))  # bytes are immutable: safe to hash while the caller goes on
             self._hashed += len(data)
         else:
             self.valid = False
@@ -85,7 +106,8 @@ class HashingWriter:
     def truncate(self, size: int | None = None) -> int:
         size = self._f.tell() if size is None else size
         if size == 0:
-            self._hasher, self._hashed, self.valid = hashlib.sha256(), 0, True
+            self._queue.put(self._RESET)
+            self._hashed, self.valid = 0, True
         elif size < self._hashed:
             self.valid = False
         return self._f.truncate(size)
@@ -96,7 +118,15 @@ class HashingWriter:
     def fileno(self) -> int:
         return self._f.fileno()
 
+    def close(self) -> None:
+        """End the hashing thread (idempotent)."""
+        if not self._done:
+            self._done = True
+            self._queue.put(self._END)
+            self._thread.join()
+
     def digest(self) -> str | None:
+        self.close()
         return self._hasher.hexdigest() if self.valid else None
 
     @property
@@ -297,8 +327,11 @@ class Installer:
             def on_validator(value: str | None) -> None:
                 atomic_write(meta_path, json.dumps({"url": asset.url, "validator": value}).encode())
 
-            source.fetch(asset.url, writer, resume_from=resume_from, validator=validator, headers=headers,
-                         progress=progress, on_validator=on_validator)
+            try:
+                source.fetch(asset.url, writer, resume_from=resume_from, validator=validator, headers=headers,
+                             progress=progress, on_validator=on_validator)
+            finally:
+                writer.close()
             f.flush()
             end = f.seek(0, os.SEEK_END)
             return writer.digest() if writer.valid and writer.hashed == end else None
