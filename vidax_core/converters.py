@@ -51,6 +51,7 @@ def _register_phase_hooks(converter: cattrs.Converter) -> None:
             converter,
             provider=override(omit_if_default=True),
             reason=override(omit_if_default=True),
+            files=override(omit_if_default=True),
         ),
     )
 

@@ -39,6 +39,7 @@ from .phases import ValidationContext
 from .plugins import Registry
 from .plugins import get_plugin_manager
 from .runner import Runner
+from .runner import output_exists
 from .schema import load_schema
 from .store import RunStore
 from .store import utcnow
@@ -139,6 +140,7 @@ class Vidax:
             manifest.exit_status = None
             manifest.error = None
             manifest.outputs["final"] = None
+            self._forget_lost_outputs(manifest)
             for state in manifest.phases.values():
                 if state.status not in ("completed", "skipped"):
                     state.status, state.started_at, state.finished_at, state.error = "queued", None, None, None
@@ -159,6 +161,21 @@ class Vidax:
             self.locks.release(run_id)
             raise VidaxError("the run could not be handed to the executor") from None
         return {"ok": True, "run_id": run_id, "run_status": "running"}
+
+    def _forget_lost_outputs(self, manifest: Manifest) -> None:
+        """A completed phase whose output files are gone (someone deleted ``final.mp4`` to have it re-encoded,
+        or cleaned a folder) runs again, and so does every phase after it: they were made from it."""
+        wd = Path(manifest.workdir)
+        lost = False
+        for name, state in manifest.phases.items():
+            if state.status != "completed":
+                continue
+            if lost or any(not output_exists(wd, f) for f in state.files):
+                if not lost:
+                    self.store.emit(manifest.run_id, "phase.outputs_lost", phase=name,
+                                    message="its outputs are gone: it runs again, and so do the phases after it")
+                lost = True
+                state.status, state.outputs = "queued", {}
 
     def _preflight(self, manifest: Manifest) -> None:
         job = manifest.job
@@ -182,8 +199,20 @@ class Vidax:
         for name, phase in pending:
             phase.preflight(self.runner.context(manifest, name))
 
+    def execute_run(self, run_id: str) -> None:
+        """Execute a run that ``start_run`` marked running — the entry point of a worker process or machine
+        that sees the same runs folder (a distributed executor hands it the run id, nothing else).
+
+        Takes the run's lock unless this process holds it already (the embedded executor's case).
+
+        :raises RunInProgress: another process owns the run.
+        """
+        if not self.locks.held_here(run_id) and not self.locks.acquire(run_id):
+            raise RunInProgress(f"run {run_id} is owned by another process")
+        self._execute(run_id)
+
     def _execute(self, run_id: str) -> None:
-        """Execute one run (the executor calls this); the caller of start_run holds its lock."""
+        """Execute one run (the executor calls this); the caller holds its lock, which is released at the end."""
         try:
             self.runner.run(run_id)
         except Exception as exc:
@@ -266,6 +295,7 @@ class Vidax:
     def recover_interrupted(self) -> list[str]:
         """Mark every ``running`` run whose owner is gone as failed (``RUN_INTERRUPTED``); returns their ids."""
         found = []
+        self.store.remove_stale_creations()
         for run_id in self.store.list_runs():
             try:
                 before = self.store.load_manifest(run_id).run_status

@@ -14,6 +14,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -40,3 +41,26 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(dfd)
+
+
+def file_mode() -> int:
+    """The mode a plainly created file gets here (0o666 less the umask): temp files from ``mkstemp`` are 0o600,
+    which would keep a web server running as another user from serving results."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
+
+
+def temp_file_beside(dest: Path, suffix: str = ".part") -> str:
+    """A new, empty temp file in ``dest``'s folder, with the mode a plain file would get."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
+    try:
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
+    return tmp

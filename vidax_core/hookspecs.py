@@ -118,10 +118,17 @@ def register_asset_sources(register: Callable[..., None]) -> None:
 def register_lipsync_provider_types(register: Callable[[str, Callable[..., Any]], None]) -> None:
     """Add lip-sync provider types, the ``type`` values of ``config/lipsync.providers.json``.
 
-    Call ``register(type_name, factory)`` once per type. ``factory(name, config, settings)`` builds a
-    provider from its entry in the providers file (raising ``ValidationError`` naming the provider and field
-    when the entry is invalid); a provider answers ``availability()`` (``(True, None)`` or
-    ``(False, reason)``) and ``run(ctx, video, audio, output)``.
+    Call ``register(type_name, factory)`` once per type. ``factory(name, entry, ctx)`` builds a provider from
+    its entry in the providers file: ``name`` is the provider's name, ``entry`` its JSON object (``type``
+    included), ``ctx`` a :class:`vidax_core.lipsync.ProviderContext` (``base_dir`` for relative paths,
+    ``settings``, ``registry``, ``assets``, ``comfyui``). It raises ``ValidationError`` naming
+    ``providers.<name>.<field>`` when the entry is invalid.
+
+    The provider has ``name``, ``requires_assets`` (asset-manifest names), ``availability()`` returning
+    ``(True, None)`` or ``(False, reason)``, and ``run(ctx, video, audio, output)`` writing ``output`` (an MP4)
+    from the ``video`` and ``audio`` paths with the phase's :class:`~vidax_core.phases.PhaseContext`. Optional:
+    ``validate_options(options)`` returning problems with a job's ``lipsync.options`` (400 at ``POST /jobs``),
+    and ``preflight(ctx)`` for the synchronous checks at ``POST /jobs/{id}/start`` (e.g. ensure ComfyUI).
 
     :param register: call with each type name and its factory.
     :return: nothing; the return value is ignored.

@@ -10,7 +10,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections import deque
@@ -23,6 +22,7 @@ from attrs import frozen
 from .errors import ConfigError
 from .errors import PhaseFailed
 from .errors import UnsupportedFormat
+from .fsutil import temp_file_beside
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", ".oga", ".opus")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -99,10 +99,11 @@ def _info(c) -> MediaInfo:
     )
 
 
-def check_audio(path: str | os.PathLike, field: str = "inputs.audio") -> MediaInfo:
+def check_audio(path: str | os.PathLike, field: str = "inputs.audio", check_extension: bool = True) -> MediaInfo:
     """Check that ``path`` has a supported audio extension and really decodes as audio.
 
-    Decodes the first frames only, so a long file costs no more than a short one.
+    Decodes the first frames only, so a long file costs no more than a short one. ``check_extension=False``
+    for files whose name says nothing (fetched from a URL): the decoder alone decides.
 
     :raises UnsupportedFormat: naming ``field``, the extension list or the decoder's complaint.
     """
@@ -110,7 +111,7 @@ def check_audio(path: str | os.PathLike, field: str = "inputs.audio") -> MediaIn
 
     p = Path(path)
     ext = p.suffix.lower()
-    if ext not in AUDIO_EXTENSIONS:
+    if check_extension and ext not in AUDIO_EXTENSIONS:
         raise UnsupportedFormat(
             f"{field}: audio format {ext or '(no extension)'!r} is not supported; use one of "
             + ", ".join(e.lstrip(".") for e in AUDIO_EXTENSIONS)
@@ -249,8 +250,7 @@ def ffmpeg_to_file(
     :raises PhaseFailed: ffmpeg failed (see :func:`run_ffmpeg`), or ``dest`` exists and ``replace`` is off.
     """
     dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
+    tmp = temp_file_beside(dest)
     try:
         run_ffmpeg([*args, "-f", fmt, tmp], ffmpeg=ffmpeg, what=what, duration=duration, on_progress=on_progress,
                    cwd=cwd)

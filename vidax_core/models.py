@@ -127,6 +127,9 @@ class PhaseState:
     error: ErrorInfo | None = None
     provider: str | None = None
     reason: str | None = None
+    # the outputs that are files (relative to the workdir), as found when the phase completed: a resume runs a
+    # completed phase again when one of them is gone
+    files: list[str] = Factory(list)
 
     @status.validator
     def _check_status(self, attribute, value):

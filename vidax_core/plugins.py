@@ -197,7 +197,7 @@ class Registry:
         return self.sources.get(scheme)
 
     def plugin_names(self) -> list[str]:
-        return sorted(name for name, _ in self.pm.list_name_plugin())
+        return sorted(name for name, plugin in self.pm.list_name_plugin() if plugin is not None)
 
     def describe(self) -> dict[str, Any]:
         """What is loaded, for ``vidax plugins`` and start-up logs: plugins with their hooks, what they

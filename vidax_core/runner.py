@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from .config import Settings
@@ -26,6 +27,17 @@ from .plugins import Registry
 from .store import RunStore
 
 log = logging.getLogger("vidax.runner")
+
+
+def output_exists(workdir: Path, value: str) -> bool:
+    """Whether a phase output names a file in the run folder (a ``%06d`` pattern: its first frame)."""
+    if value.startswith(("/", "..")):
+        return False
+    rel = value % 1 if "%" in value else value
+    try:
+        return (workdir / rel).is_file()
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 class Runner:
@@ -125,6 +137,7 @@ class Runner:
             return False
         self._apply_notes(state, ctx)
         state.outputs = dict(outputs)
+        state.files = [v for v in state.outputs.values() if isinstance(v, str) and output_exists(ctx.workdir, v)]
         self._finish_phase(manifest, name, state, "completed")
         self.store.emit(run_id, "phase.completed", phase=name,
                         data={"outputs": state.outputs, "seconds": round(time.monotonic() - t0, 3)})

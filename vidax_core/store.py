@@ -16,6 +16,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from datetime import timezone
@@ -174,6 +175,21 @@ class RunStore:
             if path.is_file():
                 path.unlink(missing_ok=True)
                 removed.append(str(path.relative_to(wd)))
+        return removed
+
+    def remove_stale_creations(self, older_than_s: float = 3600.0) -> list[str]:
+        """Remove ``.creating-*`` folders a process died in the middle of writing (they never became runs)."""
+        removed = []
+        if not self.runs_dir.is_dir():
+            return removed
+        cutoff = time.time() - older_than_s
+        for path in self.runs_dir.glob(".creating-*"):
+            try:
+                if path.is_dir() and path.stat().st_mtime < cutoff:
+                    shutil.rmtree(path)
+                    removed.append(path.name)
+            except OSError:
+                continue
         return removed
 
     def list_runs(self) -> list[str]:

@@ -13,9 +13,7 @@ from typing import Any
 
 from .converters import converter
 from .errors import Problem
-from .errors import UnsupportedFormat
 from .errors import ValidationError
-from .media import AUDIO_EXTENSIONS
 from .media import check_audio
 from .models import Job
 from .phases import ValidationContext
@@ -24,6 +22,7 @@ from .urls import URL_RE
 from .urls import is_url
 
 FILE_INPUTS = ("audio", "image", "video")
+ALWAYS_ON = ("prepare", "encode")
 
 
 def resolve_input(value: str, roots: tuple[Path, ...]) -> Path:
@@ -52,6 +51,7 @@ def validate_job(raw: Any, ctx: ValidationContext) -> Job:
     """
     problems = schema_problems("job", raw)
     problems.extend(Problem(f, "must be a finite number") for f in _non_finite(raw))
+    schema_failed = bool(problems)
     settings = ctx.settings
     if not isinstance(raw, dict):
         raise ValidationError.from_problems(problems or [Problem("(root)", "must be a JSON object")])
@@ -78,7 +78,8 @@ def validate_job(raw: Any, ctx: ValidationContext) -> Job:
 
     problems.extend(_unprovided_phases(raw, ctx))
     job: Job | None = None
-    if not problems:
+    if not schema_failed:
+        # the phases' own checks (workflow placeholders, providers) need a well-formed job, not good files
         job = converter.structure(raw, Job)
         for name, path in resolved.items():
             setattr(job.inputs, name, path)
@@ -87,13 +88,8 @@ def validate_job(raw: Any, ctx: ValidationContext) -> Job:
         raise ValidationError.from_problems(_unique(problems))
 
     assert job is not None
-    audio = job.inputs.audio
-    if is_url(audio):
-        suffix = Path(audio.split("?", 1)[0]).suffix.lower()
-        if suffix and suffix not in AUDIO_EXTENSIONS:
-            raise UnsupportedFormat(f"inputs.audio: audio format {suffix!r} is not supported")
-    else:
-        check_audio(audio)
+    if not is_url(job.inputs.audio):  # a URL's audio is fetched, then probed, in prepare
+        check_audio(job.inputs.audio)
     return job
 
 
@@ -127,13 +123,20 @@ def _check_location(value: str, roots: tuple[Path, ...], ctx: ValidationContext)
 
 
 def _unprovided_phases(raw: dict[str, Any], ctx: ValidationContext) -> list[Problem]:
-    """Standard phases the job enables (a section present without ``"enable": false``) that no plugin provides.
+    """Standard phases the job needs that no plugin provides: ``prepare`` and ``encode`` always, the others when
+    the job enables them (a section present without ``"enable": false``).
 
     Checked on the raw job, so it is reported together with any other problem."""
     problems = []
     for name, phase in ctx.registry.pipeline():
+        if phase is not None:
+            continue
+        if name in ALWAYS_ON:
+            problems.append(Problem(name, f"no installed plugin provides the phase {name!r}, which every job needs "
+                                          "(is it switched off in VIDAX_DISABLED_PLUGINS?)"))
+            continue
         section = raw.get(name)
-        if phase is None and isinstance(section, dict) and section.get("enable", True) is not False:
+        if isinstance(section, dict) and section.get("enable", True) is not False:
             problems.append(Problem(name, f"phase {name!r} is enabled but no installed plugin provides it; "
                                           f"disable it with \"{name}\": {{\"enable\": false}}"))
     return problems

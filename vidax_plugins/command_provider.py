@@ -39,6 +39,7 @@ from typing import Any
 from vidax_core import hookimpl
 from vidax_core.errors import PhaseFailed
 from vidax_core.errors import Problem
+from vidax_core.errors import UnsupportedFormat
 from vidax_core.errors import ValidationError
 from vidax_core.lipsync import entry_problems
 from vidax_core.lipsync import missing_assets
@@ -180,18 +181,27 @@ class CommandProvider:
         cwd = self._workspace(scratch)
         ctx.event("lipsync.command", f"running {Path(argv[0]).name}", {"argv": argv, "cwd": str(cwd)})
         self._execute(ctx, argv, cwd, scratch / "tool.log")
-        if self.output_glob:
-            found = sorted(out_dir.rglob(self.output_glob), key=lambda p: p.stat().st_mtime)
-            if not found:
-                raise PhaseFailed(f"the tool wrote nothing matching {self.output_glob!r} into {{output_dir}}",
-                                  code="LIPSYNC_FAILED")
-            self._to_mp4(ctx, found[-1], output, audio)
-        elif output.is_file():
-            info = probe(output)
-            if info.vcodec != "h264" or "mp4" not in info.format:
-                tmp = output.with_name("tool-output" + output.suffix)
-                os.replace(output, tmp)
-                self._to_mp4(ctx, tmp, output, audio)
+        try:
+            if self.output_glob:
+                found = sorted(out_dir.rglob(self.output_glob), key=lambda p: p.stat().st_mtime)
+                if not found:
+                    raise PhaseFailed(f"the tool wrote nothing matching {self.output_glob!r} into {{output_dir}}",
+                                      code="LIPSYNC_FAILED")
+                self._to_mp4(ctx, found[-1], output, audio)
+            elif output.is_file():
+                info = probe(output)
+                if not info.has_video:
+                    raise PhaseFailed("the tool's output holds no video", code="LIPSYNC_FAILED")
+                if info.vcodec != "h264" or "mp4" not in info.format:
+                    tmp = output.with_name("tool-output" + output.suffix)
+                    os.replace(output, tmp)
+                    self._to_mp4(ctx, tmp, output, audio)
+        except (UnsupportedFormat, PhaseFailed) as exc:
+            if exc.code == "LIPSYNC_FAILED":
+                raise
+            output.unlink(missing_ok=True)
+            raise PhaseFailed(f"lip-sync provider {self.name!r} wrote an output that is not a usable video: "
+                              f"{exc.message}", code="LIPSYNC_FAILED", details=exc.details) from None
         if not self.keep_scratch:
             shutil.rmtree(scratch, ignore_errors=True)
 

@@ -18,7 +18,6 @@ from vidax_core import hookimpl
 from vidax_core.errors import FetchError
 from vidax_core.errors import PhaseFailed
 from vidax_core.errors import UnsupportedFormat
-from vidax_core.media import AUDIO_EXTENSIONS
 from vidax_core.media import audio_duration
 from vidax_core.media import check_audio
 from vidax_core.media import ffmpeg_to_file
@@ -41,7 +40,8 @@ class Prepare(BasePhase):
 
         audio_src = self._obtain(ctx, "audio", job.inputs.audio, inputs_dir)
         try:
-            check_audio(audio_src)
+            # a fetched file's name comes from its URL, which need not end in an audio extension
+            check_audio(audio_src, check_extension=not is_url(job.inputs.audio))
         except UnsupportedFormat as exc:
             raise PhaseFailed(exc.message, code=exc.code) from None
         wav = inputs_dir / "audio.wav"
@@ -107,9 +107,9 @@ class Prepare(BasePhase):
                 raise PhaseFailed(f"inputs.{name}: no asset source handles {location.split(':', 1)[0]}:// URLs",
                                   code="VALIDATION_ERROR")
             suffix = Path(unquote(urlsplit(location).path)).suffix.lower()
-            if name == "audio" and suffix not in AUDIO_EXTENSIONS:
-                suffix = ".audio"
-            dest = inputs_dir / f"{name}{suffix}"
+            if not suffix[1:].isalnum() or len(suffix) > 6:
+                suffix = ""
+            dest = inputs_dir / f"{name}.src{suffix}"
             ctx.event("input.fetching", f"fetching inputs.{name}", {"url": redact_url(location)})
             tmp = dest.with_name(f".{dest.name}.part")
             try:

@@ -21,7 +21,10 @@ def read_json(req):
                          [{"field": "(body)", "problem": f"larger than {MAX_BODY} bytes"}])
     if length is not None and length > MAX_BODY:
         raise too_large
-    raw = req.bounded_stream.read(MAX_BODY + 1)
+    if length is None and "chunked" in (req.get_header("Transfer-Encoding") or "").lower():
+        raw = req.stream.read(MAX_BODY + 1)  # the server de-chunks; there is no length to bound by
+    else:
+        raw = req.bounded_stream.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
         raise too_large
     if not raw.strip():
