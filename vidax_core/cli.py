@@ -26,6 +26,7 @@ from .errors import ConfigError
 from .errors import UnsupportedFormat
 from .errors import ValidationError
 from .errors import VidaxError
+from .media import ffmpeg_exe
 from .urls import redact_url
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -63,16 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API under gunicorn",
                            description="Run the HTTP API under gunicorn (gthread workers). Refuses to start "
                                        "without an API key (VIDAX_API_KEY or \"apiKey\" in config/vidax.json).")
-    serve.add_argument("--bind", default=os.environ.get("VIDAX_BIND", DEFAULT_BIND),
+    env = os.environ
+    serve.add_argument("--bind", default=env.get("VIDAX_BIND") or DEFAULT_BIND,
                        help=f"HOST:PORT to listen on (default {DEFAULT_BIND}, env VIDAX_BIND)")
-    serve.add_argument("--workers", type=_positive, default=int(os.environ.get("VIDAX_WORKERS", DEFAULT_WORKERS)),
+    serve.add_argument("--workers", type=_positive, default=env.get("VIDAX_WORKERS") or str(DEFAULT_WORKERS),
                        help=f"gunicorn worker processes (default {DEFAULT_WORKERS}, env VIDAX_WORKERS)")
-    serve.add_argument("--threads", type=_positive, default=int(os.environ.get("VIDAX_THREADS", DEFAULT_THREADS)),
+    serve.add_argument("--threads", type=_positive, default=env.get("VIDAX_THREADS") or str(DEFAULT_THREADS),
                        help=f"request threads per worker (default {DEFAULT_THREADS}, env VIDAX_THREADS)")
-    serve.add_argument("--timeout", type=_positive, default=120,
-                       help="seconds before gunicorn restarts a silent worker (default 120)")
-    serve.add_argument("--log-level", default=os.environ.get("VIDAX_LOG_LEVEL", "info"),
-                       choices=["debug", "info", "warning", "error", "critical"])
+    serve.add_argument("--timeout", type=_positive, default=env.get("VIDAX_TIMEOUT") or "120",
+                       help="seconds before gunicorn restarts a worker that stopped answering its master "
+                            "(default 120, env VIDAX_TIMEOUT; runs in worker threads do not count)")
+    serve.add_argument("--graceful-timeout", type=_positive, default=env.get("VIDAX_GRACEFUL_TIMEOUT") or "30",
+                       help="seconds a stopping worker gets to finish requests; runs still going are then "
+                            "interrupted and can be resumed (default 30, env VIDAX_GRACEFUL_TIMEOUT)")
+    serve.add_argument("--log-level", type=str.lower, default=env.get("VIDAX_LOG_LEVEL") or "info",
+                       choices=["debug", "info", "warning", "error", "critical"],
+                       help="default info, env VIDAX_LOG_LEVEL")
     serve.set_defaults(func=cmd_serve)
 
     run = sub.add_parser("run", help="create and run one job in this process",
@@ -107,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _positive(value: str) -> int:
-    n = int(value)
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if n < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return n
@@ -124,6 +134,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     try:
         settings.require_api_key()
+        ffmpeg_exe(settings.ffmpeg)  # a wrong VIDAX_FFMPEG is said now, not at the first run
     except ConfigError as exc:
         _err(exc.message)
         return EXIT_INVALID
@@ -136,7 +147,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "--worker-class", "gthread",
         "--threads", str(args.threads),
         "--timeout", str(args.timeout),
-        "--graceful-timeout", "30",
+        "--graceful-timeout", str(args.graceful_timeout),
         "--keep-alive", "5",
         "--log-level", args.log_level,
         "--access-logfile", "-",
