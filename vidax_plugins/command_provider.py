@@ -132,9 +132,16 @@ class CommandProvider:
     # ---------------------------------------------------------------- checks
 
     def validate_options(self, options: dict[str, Any]) -> list[Problem]:
-        return [Problem(f"lipsync.options.{k}", f"provider {self.name!r} has no option {k!r} (it has: "
-                                                f"{', '.join(sorted(self.options)) or 'none'})")
-                for k in options if k not in self.options]
+        problems = []
+        for k, v in options.items():
+            if k not in self.options:
+                known = ", ".join(sorted(self.options)) or "none"
+                problems.append(Problem(f"lipsync.options.{k}",
+                                        f"provider {self.name!r} has no option {k!r} (it has: {known})"))
+            elif not isinstance(v, (str, int, float, bool)):
+                problems.append(Problem(f"lipsync.options.{k}", "must be a string, number or boolean (it goes on "
+                                                                "the tool's command line)"))
+        return problems
 
     def program(self) -> str | None:
         """The resolved executable, or None when it cannot be found."""
@@ -191,7 +198,8 @@ class CommandProvider:
             elif output.is_file():
                 info = probe(output)
                 if not info.has_video:
-                    raise PhaseFailed("the tool's output holds no video", code="LIPSYNC_FAILED")
+                    raise PhaseFailed(f"lip-sync provider {self.name!r} wrote a file without video",
+                                      code="LIPSYNC_FAILED")
                 if info.vcodec != "h264" or "mp4" not in info.format:
                     tmp = output.with_name("tool-output" + output.suffix)
                     os.replace(output, tmp)
@@ -200,8 +208,9 @@ class CommandProvider:
             if exc.code == "LIPSYNC_FAILED":
                 raise
             output.unlink(missing_ok=True)
-            raise PhaseFailed(f"lip-sync provider {self.name!r} wrote an output that is not a usable video: "
-                              f"{exc.message}", code="LIPSYNC_FAILED", details=exc.details) from None
+            what = "a file without video" if isinstance(exc, PhaseFailed) else "an unreadable video"
+            raise PhaseFailed(f"lip-sync provider {self.name!r} wrote {what}: {exc.message}", code="LIPSYNC_FAILED",
+                              details=exc.details) from None
         if not self.keep_scratch:
             shutil.rmtree(scratch, ignore_errors=True)
 
