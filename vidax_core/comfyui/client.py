@@ -42,7 +42,8 @@ from .process import ComfyUIUnavailable
 log = logging.getLogger("vidax.comfyui")
 
 HTTP_TIMEOUT = (5.0, 60.0)
-LIVENESS_EVERY = 2.0
+LIVENESS_EVERY = 2.0  # is the server alive?
+WATCH_EVERY = 1.0  # is the prompt still queued, or finished, whatever the websocket says?
 POLL_EVERY = 0.5
 HISTORY_GRACE = 10.0  # execution_success arrives a moment before the history entry is written
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".gif", ".webp", ".apng", ".avi", ".m4v")
@@ -81,7 +82,8 @@ class OutputItem:
             return True
         if self.format and self.format.startswith("video/"):
             return True
-        return self.animated and self.extension in VIDEO_EXTENSIONS
+        # core nodes flag animations (SaveVideo, SaveWEBM, SaveAnimatedWEBP, SaveAnimatedPNG's .png) with animated
+        return self.animated and (self.extension in VIDEO_EXTENSIONS or self.extension == ".png")
 
     @property
     def is_image(self) -> bool:
@@ -231,14 +233,15 @@ class ComfyUIClient:
         import websocket
 
         ws = sock.ws
-        last_alive = time.monotonic()
+        watch = _Watch()
         while True:
             now = time.monotonic()
             if now >= deadline:
                 self._timeout(prompt_id, deadline)
-            if now - last_alive >= LIVENESS_EVERY:
-                self._check_alive()
-                last_alive = now
+            if now - watch.last >= WATCH_EVERY:
+                # a socket can stay open and silent (half-open): the server's own record decides then
+                if self._watch(prompt_id, watch) is not None:
+                    return True
             ws.settimeout(max(0.05, min(1.0, deadline - now)))
             try:
                 frame = ws.recv()
@@ -278,18 +281,49 @@ class ComfyUIClient:
             delay = min(0.2, delay * 2)
 
     def _wait_poll(self, prompt_id: str, deadline: float) -> dict[str, Any]:
-        last_alive = 0.0
+        watch = _Watch()
         while True:
-            entry = self.history(prompt_id)
-            if entry is not None and entry.get("status", {}).get("completed") is not None:
+            entry = self._watch(prompt_id, watch)
+            if entry is not None:
                 return self._check_entry(prompt_id, entry)
             now = time.monotonic()
             if now >= deadline:
                 self._timeout(prompt_id, deadline)
-            if now - last_alive >= LIVENESS_EVERY:
-                self._check_alive()
-                last_alive = now
             time.sleep(min(POLL_EVERY, max(0.0, deadline - now)))
+
+    def _watch(self, prompt_id: str, watch: _Watch) -> dict[str, Any] | None:
+        """One look at the server: the prompt's finished history entry, or None while it is queued or running.
+
+        :raises ComfyUIUnavailable: the server does not answer.
+        :raises ComfyUIExecutionError: the prompt is neither queued, running nor finished, twice in a row (it
+            was deleted from the queue, or the server restarted and forgot it).
+        """
+        watch.last = time.monotonic()
+        entry = self.history(prompt_id)
+        if entry is not None and entry.get("status", {}).get("completed") is not None:
+            return entry
+        if watch.alive_due():
+            self._check_alive()
+        if watch.queue_due():
+            if self.queued(prompt_id):
+                watch.misses = 0
+            else:
+                watch.misses += 1
+                if watch.misses >= 2:
+                    raise ComfyUIExecutionError(
+                        f"the prompt {prompt_id} is no longer queued or running, and ComfyUI has no result for it "
+                        "(deleted from the queue, or the server restarted)", code="COMFYUI_PROMPT_LOST")
+        return None
+
+    def queued(self, prompt_id: str) -> bool:
+        """Whether the prompt is running or waiting in ComfyUI's queue."""
+        r = self._request("GET", "/queue")
+        try:
+            q = r.json()
+            items = [*q.get("queue_running", []), *q.get("queue_pending", [])]
+        except (ValueError, AttributeError):
+            return True  # cannot tell: do not declare it lost
+        return any(isinstance(i, list) and len(i) > 1 and i[1] == prompt_id for i in items)
 
     def _check_entry(self, prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
         status = entry.get("status", {})
@@ -370,6 +404,28 @@ class ComfyUIClient:
 
 class _SocketLost(Exception):
     pass
+
+
+class _Watch:
+    """When the server was last looked at, and how often in a row the prompt was missing from its queue."""
+
+    def __init__(self):
+        self.last = 0.0
+        self.misses = 0
+        self._due = {"alive": 0.0, "queue": 0.0}
+
+    def _every(self, what: str, seconds: float) -> bool:
+        now = time.monotonic()
+        if now - self._due[what] >= seconds:
+            self._due[what] = now
+            return True
+        return False
+
+    def alive_due(self) -> bool:
+        return self._every("alive", LIVENESS_EVERY)
+
+    def queue_due(self) -> bool:
+        return self._every("queue", WATCH_EVERY)
 
 
 class _Progress:

@@ -161,14 +161,15 @@ class ComfyUIProcess:
                 return {"status": "ready", "url": self.url, "started": False}
             mine = self._our_process()
             if mine is None:
-                self._spawn()
-                mine = self._our_process()
+                # the record of the child just started, not a fresh look-up: a command that fails at once is a
+                # zombie before anyone looks, and must be reported as exited, not waited for
+                mine = self._spawn()
             else:
                 log.info("ComfyUI (pid %s) is starting already; waiting for it", mine["pid"])
             self._wait_healthy(mine, deadline)
-        return {"status": "ready", "url": self.url, "started": True, "pid": mine["pid"] if mine else None}
+        return {"status": "ready", "url": self.url, "started": True, "pid": mine["pid"]}
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> dict[str, Any]:
         cmd = list(self.config.command)
         env = {**os.environ, **dict(self.config.env or {})}
         cwd = str(self.config.cwd) if self.config.cwd else None
@@ -189,23 +190,23 @@ class ComfyUIProcess:
                   "started_by": {"pid": os.getpid(), "host": socket.gethostname()}}
         atomic_write(self.pid_file, json.dumps(record, indent=1).encode())
         log.info("started ComfyUI: pid %s, log %s", child.pid, self.log_file)
+        return record
 
-    def _wait_healthy(self, mine: dict[str, Any] | None, deadline: float) -> None:
-        pid = mine["pid"] if mine else None
+    def _wait_healthy(self, mine: dict[str, Any], deadline: float) -> None:
+        pid = mine["pid"]
         while True:
             if self.is_healthy():
                 log.info("ComfyUI at %s is healthy", self.url)
                 return
-            if pid is not None and not self._alive(pid):
+            if not self._alive(pid):
                 code = self._reap(pid)
                 self._forget()
                 raise ComfyUIStartFailed(
                     f"ComfyUI exited before it became healthy (exit code {code}); its log "
                     f"({self.log_file}) ends with:\n{self.log_tail()}", details={"log_tail": self.log_tail()})
             if time.monotonic() >= deadline:
-                if pid is not None:
-                    self._kill_group(pid)
-                    self._forget()
+                self._kill_group(pid)
+                self._forget()
                 raise ComfyUITimeout(
                     f"ComfyUI did not become healthy within {self.config.start_timeout_s:g}s (start_timeout_s); "
                     f"the process was stopped. Its log ends with:\n{self.log_tail()}")
