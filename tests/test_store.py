@@ -74,9 +74,13 @@ def hidden(folder) -> list[str]:
 
 
 def test_run_id_format_and_uniqueness():
+    # the microsecond is part of the id: ids made a microsecond apart are unique and sort in creation order
+    # (ids of one and the same microsecond differ by 20 random bits, and RunStore.create retries a collision:
+    # test_run_ids_from_the_store_are_unique_within_one_second)
     now = datetime(2026, 11, 30, 0, 15, 2, tzinfo=timezone.utc)
-    ids = [new_run_id(now) for _ in range(1000)]
+    ids = [new_run_id(now + timedelta(microseconds=i)) for i in range(1000)]
     assert len(set(ids)) == 1000
+    assert sorted(ids) == ids
     for run_id in ids:
         assert RUN_ID.match(run_id), run_id
         assert run_id.startswith("20261130T001502Z-")
