@@ -705,3 +705,32 @@ def test_real_run_with_a_third_party_phase_between_builtins(settings, media):
     assert seen["input"] == "prepare/source.mp4"
     assert st["phases"]["encode"]["outputs"]["source"] == "tint/output.mp4"
     assert_final_mp4(st["final"], 3.0)
+
+
+def test_deleted_outputs_are_made_again_on_the_next_start(inline_vidax, media):
+    """A completed run whose final.mp4 was deleted (to re-encode it) runs encode again; a phase whose output
+    was deleted runs again with every phase after it, the phases before keep theirs."""
+    created = inline_vidax.create_run(simple_job(fps=20))
+    rid = created["run_id"]
+    inline_vidax.start_run(rid)
+    wd = Path(created["workdir"])
+    wav = wd / "inputs" / "audio.wav"
+    kept = (wav.stat().st_mtime_ns, wav.stat().st_size)
+
+    (wd / "final.mp4").unlink()
+    inline_vidax.start_run(rid)
+    st = inline_vidax.status(rid)
+    assert st["run_status"] == "completed" and st["exit_status"] == "partial", st
+    assert_final_mp4(wd / "final.mp4", 3.0, fps=20)
+    assert (wav.stat().st_mtime_ns, wav.stat().st_size) == kept, "prepare ran again although its files were there"
+    lost = [e for e in read_events(wd) if e["event"] == "phase.outputs_lost"]
+    assert [e["data"]["rerun"] for e in lost] == [["encode"]], lost
+
+    (wd / "final.mp4").unlink()
+    (wd / "prepare" / "source.mp4").unlink()
+    inline_vidax.start_run(rid)
+    st = inline_vidax.status(rid)
+    assert st["run_status"] == "completed", st
+    assert (wd / "prepare" / "source.mp4").is_file() and (wd / "final.mp4").is_file()
+    lost = [e for e in read_events(wd) if e["event"] == "phase.outputs_lost"]
+    assert lost[-1]["data"]["rerun"] == ["prepare", "encode"], lost

@@ -132,6 +132,7 @@ class Vidax:
                 manifest = self._mark_interrupted(manifest)
             if self.store.final_path(run_id).exists():
                 raise OutputWriteFailed(f"run {run_id} has a final.mp4 already; it is not overwritten")
+            lost = self._forget_lost_outputs(manifest)  # before the preflight: those phases are pending again
             self._preflight(manifest)
             resumed = manifest.attempt > 0
             manifest.attempt += 1
@@ -140,11 +141,13 @@ class Vidax:
             manifest.exit_status = None
             manifest.error = None
             manifest.outputs["final"] = None
-            self._forget_lost_outputs(manifest)
             for state in manifest.phases.values():
                 if state.status not in ("completed", "skipped"):
                     state.status, state.started_at, state.finished_at, state.error = "queued", None, None, None
             self.store.save_manifest(manifest)
+            if lost:
+                self.store.emit(run_id, "phase.outputs_lost", phase=lost[0], data={"rerun": lost},
+                                message="its outputs are gone: it runs again, and so do the phases after it")
             self.store.emit(run_id, "run.started", data={"attempt": manifest.attempt})
             if resumed:
                 kept = [n for n, s in manifest.phases.items() if s.status == "completed"]
@@ -162,20 +165,20 @@ class Vidax:
             raise VidaxError("the run could not be handed to the executor") from None
         return {"ok": True, "run_id": run_id, "run_status": "running"}
 
-    def _forget_lost_outputs(self, manifest: Manifest) -> None:
+    @staticmethod
+    def _forget_lost_outputs(manifest: Manifest) -> list[str]:
         """A completed phase whose output files are gone (someone deleted ``final.mp4`` to have it re-encoded,
-        or cleaned a folder) runs again, and so does every phase after it: they were made from it."""
+        or cleaned a folder) runs again, and so does every phase after it: they were made from it. Returns the
+        phases set back to ``queued``."""
         wd = Path(manifest.workdir)
-        lost = False
+        lost: list[str] = []
         for name, state in manifest.phases.items():
             if state.status != "completed":
                 continue
             if lost or any(not output_exists(wd, f) for f in state.files):
-                if not lost:
-                    self.store.emit(manifest.run_id, "phase.outputs_lost", phase=name,
-                                    message="its outputs are gone: it runs again, and so do the phases after it")
-                lost = True
-                state.status, state.outputs = "queued", {}
+                lost.append(name)
+                state.status, state.outputs, state.files = "queued", {}, []
+        return lost
 
     def _preflight(self, manifest: Manifest) -> None:
         job = manifest.job
