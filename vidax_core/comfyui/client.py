@@ -44,6 +44,7 @@ log = logging.getLogger("vidax.comfyui")
 HTTP_TIMEOUT = (5.0, 60.0)
 LIVENESS_EVERY = 2.0  # is the server alive?
 WATCH_EVERY = 1.0  # is the prompt still queued, or finished, whatever the websocket says?
+SUCCESS_TO_DONE = 0.5  # after execution_success, how long to wait for the closing `executing` message
 POLL_EVERY = 0.5
 HISTORY_GRACE = 10.0  # execution_success arrives a moment before the history entry is written
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".gif", ".webp", ".apng", ".avi", ".m4v")
@@ -234,15 +235,20 @@ class ComfyUIClient:
 
         ws = sock.ws
         watch = _Watch()
+        watch.last = time.monotonic()  # the socket speaks first; the server is asked only when it stays silent
+        success_at = None
         while True:
             now = time.monotonic()
+            if success_at is not None and now - success_at > SUCCESS_TO_DONE:
+                return True  # the closing `executing` message did not come: the history will tell
             if now >= deadline:
                 self._timeout(prompt_id, deadline)
             if now - watch.last >= WATCH_EVERY:
                 # a socket can stay open and silent (half-open): the server's own record decides then
                 if self._watch(prompt_id, watch) is not None:
                     return True
-            ws.settimeout(max(0.05, min(1.0, deadline - now)))
+            limit = deadline - now if success_at is None else SUCCESS_TO_DONE - (now - success_at)
+            ws.settimeout(max(0.05, min(1.0, limit)))
             try:
                 frame = ws.recv()
             except websocket.WebSocketTimeoutException:
@@ -263,7 +269,10 @@ class ComfyUIClient:
             if kind == "execution_interrupted" and data.get("prompt_id") == prompt_id:
                 raise interrupted(data)
             if kind == "execution_success" and data.get("prompt_id") == prompt_id:
-                return True
+                # ComfyUI writes the history entry a moment *after* this message and then sends
+                # `executing {node: null}`: waiting for that saves asking /history too early
+                success_at = time.monotonic()
+                continue
             if kind == "executing" and data.get("prompt_id") == prompt_id and data.get("node") is None:
                 return True
             tracker.feed(kind, data)
