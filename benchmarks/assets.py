@@ -54,6 +54,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_note  # noqa: E402
+from _common import table  # noqa: E402
+
 from vidax_core.assets import AssetManager
 from vidax_core.assets import HashCache
 from vidax_core.plugins import Registry
@@ -166,27 +170,8 @@ def mbps(size: int, seconds: float) -> float:
     return size / seconds / MB if seconds > 0 else float("nan")
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain-text table: first column left-aligned, the others right-aligned."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    out = []
-    for k, row in enumerate(cells):
-        pairs = enumerate(zip(row, widths, strict=True))
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs))
-        if k == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
-
-
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
-
-
-def machine_note() -> str:
-    load = os.getloadavg()
-    return (f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
-            f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
 
 
 def say(msg: str) -> None:

@@ -94,6 +94,24 @@ class ProviderError(VidaxError):
     code = "COMFYUI_UNAVAILABLE"
 
 
+class ComfyUIUnavailable(ProviderError):
+    """ComfyUI cannot be reached (and was not, or could not be, started)."""
+
+    code = "COMFYUI_UNAVAILABLE"
+
+
+class ComfyUITimeout(ProviderError):
+    """ComfyUI did not become healthy within ``start_timeout_s``, or a prompt ran past its ``timeout_s``."""
+
+    code = "COMFYUI_TIMEOUT"
+
+
+class ComfyUIStartFailed(ProviderError):
+    """ComfyUI could not be started: no command, ``auto_start`` off, not found, or it exited early."""
+
+    code = "COMFYUI_START_FAILED"
+
+
 class PhaseFailed(VidaxError):
     """A phase could not produce its output; ``code`` says why (e.g. ``COMFYUI_TIMEOUT``)."""
 

@@ -29,32 +29,18 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..errors import VidaxError
+from ..errors import ComfyUIStartFailed
+from ..errors import ComfyUITimeout
+from ..errors import ComfyUIUnavailable
 from ..fsutil import atomic_write
 
 log = logging.getLogger("vidax.comfyui")
 
+__all__ = ["ComfyUIProcess", "ComfyUIStartFailed", "ComfyUITimeout", "ComfyUIUnavailable"]
+
 HEALTH_TIMEOUT = (1.0, 3.0)
 POLL_INTERVAL = 0.25
 LOG_TAIL_LINES = 30
-
-
-class ComfyUIUnavailable(VidaxError):
-    """ComfyUI cannot be reached (and was not, or could not be, started)."""
-
-    code = "COMFYUI_UNAVAILABLE"
-
-
-class ComfyUITimeout(VidaxError):
-    """ComfyUI did not become healthy within ``start_timeout_s``, or a prompt ran past its ``timeout_s``."""
-
-    code = "COMFYUI_TIMEOUT"
-
-
-class ComfyUIStartFailed(VidaxError):
-    """ComfyUI could not be started: no command, ``auto_start`` off, not found, or it exited early."""
-
-    code = "COMFYUI_START_FAILED"
 
 
 def _proc_start_time(pid: int) -> int | None:
