@@ -149,8 +149,8 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 def _resolve(value: str, base: Path) -> Path:
-    p = Path(os.path.expanduser(value))
-    return p if p.is_absolute() else (base / p).absolute()
+    """``value`` as an absolute path, ``..`` folded away (``config/../runs`` -> ``runs``)."""
+    return Path(os.path.abspath(os.path.join(base, os.path.expanduser(value))))
 
 
 def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
