@@ -352,6 +352,21 @@ def test_api_key_never_appears_in_any_response(client, anon, app, run_id, media,
     statuses = {r.status_code for r in responses}
     assert {200, 202, 400, 401, 403, 404, 405, 409, 415} <= statuses
     for r in responses:
-        assert KEY not in r.text.replace(KEY + ".wav", ""), r.text  # the user's own file name may echo back
+        body = r.content.replace((KEY + ".wav").encode(), b"")  # the user's own file name may echo back
+        assert KEY.encode() not in body, r.content[:500]
         for name, value in r.headers.items():
             assert KEY not in value, (name, value)
+
+
+def test_final_mp4_can_be_downloaded(client, inline_vidax):
+    """GET /jobs/{id}/final.mp4: 404 INPUT_NOT_FOUND before the run made it, then the file itself."""
+    created = inline_vidax.create_run(simple_job())
+    rid = created["run_id"]
+    assert_error(client.simulate_get(f"/jobs/{rid}/final.mp4"), 404, "INPUT_NOT_FOUND")
+    inline_vidax.start_run(rid)
+    r = client.simulate_get(f"/jobs/{rid}/final.mp4")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "video/mp4"
+    assert f'filename="{rid}.mp4"' in r.headers["content-disposition"]
+    assert r.content == (Path(created["workdir"]) / "final.mp4").read_bytes()
+    assert_error(client.simulate_get("/jobs/20200101T000000Z-00000000aa/final.mp4"), 404, "RUN_NOT_FOUND")

@@ -266,6 +266,17 @@ class Vidax:
         self._load_checked(run_id)
         return self.store.manifest_path(run_id)
 
+    def final_path(self, run_id: str) -> Path:
+        """The run's ``final.mp4``.
+
+        :raises RunNotFound: unknown run. :raises InputNotFound: the run has no final.mp4 (yet).
+        """
+        self.store.require(run_id)
+        path = self.store.final_path(run_id)
+        if not path.is_file():
+            raise InputNotFound(f"run {run_id} has no final.mp4 (yet): see GET /jobs/{run_id}")
+        return path
+
     def logs_path(self, run_id: str) -> Path:
         return self.store.events_path(run_id)
 

@@ -32,6 +32,7 @@ def create_app(core, api_key: str | None = None) -> falcon.App:
     app.add_route("/jobs/{run_id}/start", job, suffix="start")
     app.add_route("/jobs/{run_id}/manifest", job, suffix="manifest")
     app.add_route("/jobs/{run_id}/logs", job, suffix="logs")
+    app.add_route("/jobs/{run_id}/final.mp4", job, suffix="final")
     app.add_sink(UnknownRun(), prefix=r"^/jobs/")
     app.add_route("/install/status", InstallStatus(core))
     app.add_route("/install", Install(core))

@@ -127,6 +127,12 @@ def build_openapi(job_schema: dict[str, Any]) -> dict[str, Any]:
                                             "VIDAX started is stopped) or could not be started, exited early or "
                                             "auto_start is off (`COMFYUI_START_FAILED`)")},
             }},
+            "/jobs/{run_id}/final.mp4": {"get": {
+                "summary": "The run's final.mp4", "operationId": "getFinal", "parameters": [RUN_ID],
+                "responses": {"200": _ok("the video (H.264 + AAC, faststart)", {"type": "string", "format": "binary"},
+                                         "video/mp4"), **AUTH,
+                              "404": _error("unknown run (`RUN_NOT_FOUND`) or no final.mp4 yet (`INPUT_NOT_FOUND`)")},
+            }},
             "/schema/job": {"get": {
                 "summary": "The job JSON Schema", "operationId": "getJobSchema",
                 "responses": {"200": _ok("docs/job.schema.json", {"type": "object"}), **AUTH},

@@ -83,6 +83,10 @@ class Job:
     def on_get_logs(self, req, resp, run_id):
         _send_file(resp, self._core.logs_path(run_id), "text/plain; charset=utf-8")
 
+    def on_get_final(self, req, resp, run_id):
+        _send_file(resp, self._core.final_path(run_id), "video/mp4")
+        resp.downloadable_as = f"{run_id}.mp4"
+
 
 def _send_file(resp, path, content_type):
     stream = open(path, "rb")  # falcon closes it once sent
