@@ -57,3 +57,22 @@ def wait_run(vidax, run_id: str, timeout: float = 60.0) -> dict:
             return st
         time.sleep(0.05)
     raise AssertionError(f"run {run_id} did not end within {timeout}s: {vidax.status(run_id)}")
+
+
+def mean_rgb(path, lo: float = 0.4, hi: float = 0.6) -> tuple[float, float, float]:
+    """The mean colour of the square [lo, hi) x [lo, hi) of the middle frame of the video."""
+    import av
+
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+    frame = frames[len(frames) // 2].reformat(format="rgb24")
+    plane, w, h = frame.planes[0], frame.width, frame.height
+    raw = bytes(plane)
+    sums, n = [0, 0, 0], 0
+    for y in range(int(h * lo), int(h * hi)):
+        row = raw[y * plane.line_size:y * plane.line_size + 3 * w]
+        for x in range(int(w * lo), int(w * hi)):
+            for i in range(3):
+                sums[i] += row[3 * x + i]
+            n += 1
+    return tuple(s / n for s in sums)

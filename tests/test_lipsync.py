@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import falcon.testing
 import pytest
 from helpers import assert_final_mp4
+from helpers import mean_rgb
 from helpers import read_events
 from helpers import simple_job
 from helpers import wait_run
@@ -84,23 +84,6 @@ def run_job(vx, job) -> dict:
 
 def manifest(st) -> dict:
     return json.loads(Path(st["manifest"]).read_text())
-
-
-def mean_rgb(path, lo=0.4, hi=0.6) -> tuple[float, float, float]:
-    """The mean colour of the square [lo, hi) x [lo, hi) of a frame in the middle of the video."""
-    with av.open(str(path)) as c:
-        frames = [f for f in c.decode(video=0)]
-    frame = frames[len(frames) // 2].reformat(format="rgb24")
-    plane, w, h = frame.planes[0], frame.width, frame.height
-    raw = bytes(plane)
-    sums, n = [0, 0, 0], 0
-    for y in range(int(h * lo), int(h * hi)):
-        row = raw[y * plane.line_size:y * plane.line_size + 3 * w]
-        for x in range(int(w * lo), int(w * hi)):
-            for i in range(3):
-                sums[i] += row[3 * x + i]
-            n += 1
-    return tuple(s / n for s in sums)
 
 
 def assert_colour(rgb, expected, tol=40):

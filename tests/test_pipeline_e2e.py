@@ -18,12 +18,12 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import av
 import pytest
 from conftest import AUDIO_SECONDS
 from e2e_server import VidaxServer
 from fake_comfyui import FakeComfyUI
 from helpers import assert_final_mp4
+from helpers import mean_rgb
 from helpers import read_events
 
 from vidax_core.media import ffmpeg_exe
@@ -178,23 +178,6 @@ def of_kind(evs: list[dict], kind: str) -> list[str]:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def mean_rgb(path, lo: float = 0.4, hi: float = 0.6) -> tuple[float, float, float]:
-    """The mean colour of the square [lo, hi) x [lo, hi) of the middle frame of the video."""
-    with av.open(str(path)) as c:
-        frames = list(c.decode(video=0))
-    frame = frames[len(frames) // 2].reformat(format="rgb24")
-    plane, w, h = frame.planes[0], frame.width, frame.height
-    raw = bytes(plane)
-    sums, n = [0, 0, 0], 0
-    for y in range(int(h * lo), int(h * hi)):
-        row = raw[y * plane.line_size:y * plane.line_size + 3 * w]
-        for x in range(int(w * lo), int(w * hi)):
-            for i in range(3):
-                sums[i] += row[3 * x + i]
-            n += 1
-    return tuple(s / n for s in sums)
 
 
 def close_to(rgb, expected, tol: float = 40) -> bool:
