@@ -27,6 +27,8 @@ from .fsutil import temp_file_beside
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", ".oga", ".opus")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 STDERR_TAIL_LINES = 25
+# the filter that makes any picture encodable as H.264 yuv420p (which needs even width and height)
+EVEN_YUV420 = "scale=trunc(iw/2)*2:trunc(ih/2)*2,format=yuv420p"
 
 
 @frozen

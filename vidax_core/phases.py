@@ -180,11 +180,12 @@ class PhaseContext:
         pattern, rate = frames
         out = self.output("input.mp4")
         if not out.exists():
+            from .media import EVEN_YUV420
             from .media import ffmpeg_to_file
 
             fps = f"{rate or self.job.encode.fps:g}"
             ffmpeg_to_file(out, ["-framerate", fps, "-start_number", "1", "-i", pattern,
-                                 "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2,format=yuv420p",
+                                 "-vf", EVEN_YUV420,
                                  "-c:v", "libx264", "-preset", "veryfast", "-crf", "12", "-r", fps],
                            ffmpeg=self.ffmpeg, fmt="mp4", what="frames to video")
         return out

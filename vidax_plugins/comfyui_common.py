@@ -14,6 +14,7 @@ from vidax_core.comfyui import bind_workflow
 from vidax_core.comfyui import find_placeholders
 from vidax_core.comfyui import load_workflow
 from vidax_core.errors import PhaseFailed
+from vidax_core.media import EVEN_YUV420
 from vidax_core.media import ffmpeg_to_file
 from vidax_core.media import probe
 
@@ -90,7 +91,7 @@ def collect_video(ctx, client: ComfyUIClient, item, out: Path) -> Path:
         os.replace(raw, out)
         return out
     args = ["-i", str(raw), "-map", "0:v:0", "-map", "0:a:0?",
-            "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2,format=yuv420p",
+            "-vf", EVEN_YUV420,
             "-c:v", "libx264", "-preset", "veryfast", "-crf", "16", "-c:a", "aac", "-movflags", "+faststart"]
     ffmpeg_to_file(out, args, ffmpeg=ctx.ffmpeg, fmt="mp4", what=f"transcoding {item.filename} to MP4",
                    duration=info.duration)

@@ -43,6 +43,7 @@ from vidax_core.errors import UnsupportedFormat
 from vidax_core.errors import ValidationError
 from vidax_core.lipsync import entry_problems
 from vidax_core.lipsync import missing_assets
+from vidax_core.media import EVEN_YUV420
 from vidax_core.media import ffmpeg_to_file
 from vidax_core.media import probe
 
@@ -294,7 +295,7 @@ class CommandProvider:
     def _to_mp4(self, ctx, source: Path, output: Path, audio: Path) -> None:
         """The tool's file as H.264 MP4 with the audio (tools write AVI, MKV, or video without sound)."""
         ffmpeg_to_file(output, ["-i", str(source), "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0",
-                                "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2,format=yuv420p",
+                                "-vf", EVEN_YUV420,
                                 "-c:v", "libx264", "-preset", "veryfast", "-crf", "16", "-c:a", "aac",
                                 "-shortest", "-movflags", "+faststart"],
                        ffmpeg=ctx.ffmpeg, fmt="mp4", what=f"converting the tool's {source.name} to MP4")

@@ -11,6 +11,7 @@ from vidax_core import BasePhase
 from vidax_core import hookimpl
 from vidax_core.errors import PhaseFailed
 from vidax_core.errors import UnsupportedFormat
+from vidax_core.media import EVEN_YUV420
 from vidax_core.media import audio_duration
 from vidax_core.media import ffmpeg_to_file
 from vidax_core.media import probe
@@ -21,7 +22,8 @@ FINAL = "final.mp4"
 def encode_args(video_in: list[str], audio: str, duration: float, encode) -> list[str]:
     """The ffmpeg arguments (without output) that make ``final.mp4``: exposed for the benchmarks."""
     fps = f"{encode.fps:g}"
-    vf = f"fps={fps},scale=trunc(iw/2)*2:trunc(ih/2)*2,tpad=stop=-1:stop_mode=clone,format=yuv420p"
+    # even size and yuv420p for H.264; tpad holds the last frame, -t then cuts at the audio's length
+    vf = f"fps={fps},tpad=stop=-1:stop_mode=clone,{EVEN_YUV420}"
     return [
         *video_in, "-i", audio,
         "-map", "0:v:0", "-map", "1:a:0",

@@ -18,6 +18,7 @@ from vidax_core import hookimpl
 from vidax_core.errors import FetchError
 from vidax_core.errors import PhaseFailed
 from vidax_core.errors import UnsupportedFormat
+from vidax_core.media import EVEN_YUV420
 from vidax_core.media import audio_duration
 from vidax_core.media import check_audio
 from vidax_core.media import ffmpeg_to_file
@@ -73,11 +74,11 @@ class Prepare(BasePhase):
             source = ctx.output("source.mp4")
             fps = job.encode.fps
             if video is not None:
-                self._video_source(ctx, video, source, fps)
+                self._video_source(ctx, video, source)
             elif image is not None:
                 ffmpeg_to_file(source, [
                     "-loop", "1", "-framerate", _num(fps), "-i", str(image), "-t", f"{duration:.6f}",
-                    "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2,format=yuv420p", "-r", _num(fps),
+                    "-vf", EVEN_YUV420, "-r", _num(fps),
                     "-c:v", "libx264", "-preset", "veryfast", "-tune", "stillimage", "-crf", str(STILL_CRF),
                     "-an", "-movflags", "+faststart"],
                     ffmpeg=ctx.ffmpeg, fmt="mp4", what="still image to video", duration=duration)
@@ -88,14 +89,14 @@ class Prepare(BasePhase):
         ctx.progress(1.0, "prepared")
         return outputs
 
-    def _video_source(self, ctx, video: Path, source: Path, fps: float) -> None:
+    def _video_source(self, ctx, video: Path, source: Path) -> None:
         info = probe(video)
         if info.vcodec == "h264" and info.pix_fmt == "yuv420p" and info.format and "mp4" in info.format:
             ffmpeg_to_file(source, ["-i", str(video), "-map", "0:v:0", "-c:v", "copy", "-an",
                                      "-movflags", "+faststart"], ffmpeg=ctx.ffmpeg, fmt="mp4", what="video remux")
             return
         ffmpeg_to_file(source, [
-            "-i", str(video), "-map", "0:v:0", "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2,format=yuv420p",
+            "-i", str(video), "-map", "0:v:0", "-vf", EVEN_YUV420,
             "-c:v", "libx264", "-preset", "veryfast", "-crf", str(STILL_CRF), "-an", "-movflags", "+faststart"],
             ffmpeg=ctx.ffmpeg, fmt="mp4", what="video transcode", duration=info.duration)
 
