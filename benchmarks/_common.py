@@ -154,19 +154,25 @@ def run_group(argv: Sequence[str], *, timeout: float, env: dict[str, str] | None
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
-        for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        end_group(proc, ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)))
         proc.communicate()
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def end_group(proc: subprocess.Popen, steps: Sequence[tuple[int, float]]) -> None:
+    """Send each signal of ``steps`` (``(signal, seconds to wait)``, ...) to the process group ``proc`` leads
+    (its own session: the group id is its pid), until ``proc`` has exited."""
+    for sig, wait in steps:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def http_get(port: int, path: str, headers: dict[str, str] | None = None, timeout: float = 5.0,

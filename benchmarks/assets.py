@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import end_group  # noqa: E402
 from _common import machine_note  # noqa: E402
 from _common import table  # noqa: E402
 
@@ -318,16 +319,7 @@ class Server:
     def stop(self, close_log: bool = True) -> None:
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(proc.pid, sig)  # the server leads its own session: its group id is its pid
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            end_group(proc, ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)))
         if close_log:
             self._log.close()
 
