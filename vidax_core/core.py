@@ -193,14 +193,14 @@ class Vidax:
             if phase is None or state is None or state.status in ("completed", "skipped"):
                 continue
             if phase.enabled(job):
-                pending.append((name, phase))
+                pending.append((phase, self.runner.context(manifest, name)))
         needed = []
-        for name, phase in pending:
+        for phase, ctx in pending:
             if hasattr(phase, "required_assets"):
-                needed.extend(phase.required_assets(self.runner.context(manifest, name)) or [])
-        self.assets.require(needed)
-        for name, phase in pending:
-            phase.preflight(self.runner.context(manifest, name))
+                needed.extend(phase.required_assets(ctx) or [])
+        self.assets.require(needed)  # every asset first: a missing model refuses the start before ComfyUI starts
+        for phase, ctx in pending:
+            phase.preflight(ctx)
 
     def execute_run(self, run_id: str) -> None:
         """Execute a run that ``start_run`` marked running — the entry point of a worker process or machine
